@@ -1,0 +1,533 @@
+#!/usr/bin/env bash
+#
+# End-to-end same-node L2 benchmark: two pod namespaces, one datapath between
+# them at a time, same measurements on each:
+#
+#   bridge            Linux bridge vb-br, veth pair per pod
+#   ovs               Open vSwitch userspace datapath (datapath_type=netdev) on
+#                     the host ends of the same veth pairs (OVS reads them with
+#                     AF_PACKET); private ovsdb-server/ovs-vswitchd started and
+#                     stopped by this script
+#   vswitch           VSwitch with two TAP ports (the switch creates the TAPs
+#                     and moves them into the pods as eth0)
+#   vswitch-afpacket  VSwitch with two af-packet ports on the veth host ends,
+#                     exactly like OVS
+#
+# Fairness: every datapath gets FRESH namespaces vb-pa (10.244.1.2/24) and
+# vb-pb (10.244.1.3/24), MTU 1500, offloads (tx, tso, gso, gro) off on the pod
+# interface and on the veth host ends, and the namespaces are deleted before
+# the next datapath is set up.  iperf3 client and server run on CPU 0, the
+# switch process (all threads of ovs-vswitchd or vswitch) on CPU 1.  With the
+# Linux bridge there is no switch process: forwarding runs in the sender's
+# softirq context, i.e. on CPU 0 as well.
+#
+# Measurements (each RUNS times, median reported):
+#   TCP    iperf3 -t 5, receiver Gb/s
+#   UDP64  iperf3 -u -l 18 -b 0 -t 5 (18 B payload + 8 UDP + 20 IP + 14 Eth
+#          = 60 B, a 64-byte frame with FCS), receiver packets/s and loss %
+#   ping   ping -c 50 -i 0.01, median RTT
+#
+# Usage: perf/e2e/l2-bench.sh [--runs N] [--only LIST] [--out FILE.md]
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../../tests/netns/lib.sh
+. "$SCRIPT_DIR/../../tests/netns/lib.sh"
+
+ALL_DATAPATHS="bridge,ovs,vswitch,vswitch-afpacket"
+RUNS=3
+ONLY="$ALL_DATAPATHS"
+OUT=""
+DURATION=5
+PING_COUNT=50
+
+NS_A=vb-pa
+NS_B=vb-pb
+IP_A=10.244.1.2
+IP_B=10.244.1.3
+PLEN=24
+MTU=1500
+HOST_A=vb-pa-h
+HOST_B=vb-pb-h
+PEER_A=vb-pa-p
+PEER_B=vb-pb-p
+IPERF_PORT=5201
+LOCK_FILE=/tmp/vb-l2-bench.lock
+
+usage() {
+    cat <<EOF
+Usage: $0 [--runs N] [--only LIST] [--out FILE]
+
+Same-node L2 benchmark of the Linux bridge, Open vSwitch netdev (userspace)
+and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
+
+  --runs N     repetitions per measurement, the median is reported (default 3)
+  --only LIST  comma-separated subset of: $ALL_DATAPATHS
+               (default: all; VSwitch datapaths are skipped with a note when
+               the binary is missing: set VSWITCH=/path or build to
+               out/vswitch/vswitch)
+  --out FILE   also write the result table as Markdown to FILE
+  --help       this text
+
+Needs root, iproute2, iperf3, ping, ethtool, taskset, timeout, /usr/bin/python3,
+and for 'ovs' the openvswitch-switch binaries (no running OVS service needed).
+EOF
+}
+
+while (($# > 0)); do
+    case "$1" in
+        --runs)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--runs needs a positive integer"
+            RUNS="$2"
+            shift 2
+            ;;
+        --only)
+            [[ $# -ge 2 ]] || die "--only needs a list"
+            ONLY="$2"
+            shift 2
+            ;;
+        --out)
+            [[ $# -ge 2 ]] || die "--out needs a file name"
+            OUT="$2"
+            shift 2
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            usage >&2
+            die "unknown argument: $1"
+            ;;
+    esac
+done
+((RUNS <= 9)) || die "--runs is capped at 9 to keep the benchmark bounded"
+
+IFS=',' read -r -a SELECTED <<<"$ONLY"
+for dp in "${SELECTED[@]}"; do
+    case ",$ALL_DATAPATHS," in
+        *",$dp,"*) ;;
+        *) die "unknown datapath '$dp' (choose from $ALL_DATAPATHS)" ;;
+    esac
+done
+
+require_root
+require_cmd ip iperf3 ping ethtool taskset timeout ss flock "$PY"
+for dp in "${SELECTED[@]}"; do
+    if [[ "$dp" == ovs ]]; then
+        require_cmd ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-appctl
+    fi
+done
+
+# Only one benchmark at a time on this machine.
+exec 9>>"$LOCK_FILE"
+if ! flock -n 9; then
+    die "another l2-bench is running (lock $LOCK_FILE held)"
+fi
+cleanup rm -f -- "$LOCK_FILE"
+
+make_workdir vb-bench
+WORK="$NETNS_WORKDIR"
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+
+NCPU="$(nproc)"
+if ((NCPU >= 2)); then
+    LOAD_CPU=0
+    SWITCH_CPU=1
+    PIN_NOTE="iperf3 client+server pinned to CPU $LOAD_CPU; switch process (all threads) pinned to CPU $SWITCH_CPU; Linux bridge forwards in softirq on the sender's CPU ($LOAD_CPU)"
+else
+    LOAD_CPU=""
+    SWITCH_CPU=""
+    PIN_NOTE="only $NCPU CPU: no pinning"
+fi
+
+# load CMD...: run a load generator pinned to the load CPU.
+load() {
+    if [[ -n "$LOAD_CPU" ]]; then
+        taskset -c "$LOAD_CPU" "$@"
+    else
+        "$@"
+    fi
+}
+
+# pin_switch PID: pin every thread of PID to the switch CPU.
+pin_switch() {
+    local pid="$1"
+    if [[ -n "$SWITCH_CPU" ]]; then
+        if taskset -a -p -c "$SWITCH_CPU" "$pid" >/dev/null; then
+            log "pinned PID $pid (all threads) to CPU $SWITCH_CPU"
+        else
+            log "warning: could not pin PID $pid to CPU $SWITCH_CPU"
+        fi
+    fi
+}
+
+record() { # record DATAPATH METRIC VALUE
+    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"
+}
+
+# ---------------------------------------------------------------- pods
+
+# Fresh namespaces with nothing but lo (the TAP datapath adds eth0 itself).
+pods_empty() {
+    ns_add "$NS_A"
+    ns_add "$NS_B"
+}
+
+# Fresh namespaces with a veth pair each; host ends $HOST_A/$HOST_B stay in
+# the root namespace, up, not attached to anything yet.
+pods_veth() {
+    pods_empty
+    pod_veth "$NS_A" "$HOST_A" "$PEER_A" "$IP_A/$PLEN" "$MTU"
+    pod_veth "$NS_B" "$HOST_B" "$PEER_B" "$IP_B/$PLEN" "$MTU"
+    offloads_off "$HOST_A"
+    offloads_off "$HOST_B"
+}
+
+pods_offloads_off() {
+    offloads_off eth0 "$NS_A"
+    offloads_off eth0 "$NS_B"
+    # No IPv6 chatter (router/neighbour solicitations) during measurements.
+    in_ns "$NS_A" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
+    in_ns "$NS_B" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
+}
+
+ping_ok() {
+    in_ns "$NS_A" timeout 5 ping -c 1 -W 1 "$IP_B"
+}
+
+# ---------------------------------------------------------------- datapaths
+
+setup_bridge() {
+    pods_veth
+    if link_exists vb-br; then
+        die "vb-br already exists (left over?)"
+    fi
+    ip link add vb-br type bridge
+    cleanup del_link_if_exists vb-br
+    ip link set dev vb-br mtu "$MTU"
+    ip link set dev "$HOST_A" master vb-br
+    ip link set dev "$HOST_B" master vb-br
+    ip link set dev vb-br up
+    pods_offloads_off
+}
+
+OVS_DIR=""
+ovs_vsctl() {
+    ovs-vsctl --db="unix:$OVS_DIR/db.sock" --timeout=15 "$@"
+}
+ovs_appctl_vswitchd() {
+    ovs-appctl -t "$OVS_DIR/ovs-vswitchd.ctl" --timeout=10 "$@"
+}
+
+setup_ovs() {
+    pods_veth
+    # Private OVS instance: own db, sockets, pidfiles and logs under a temp
+    # dir; the env vars make every OVS tool default to those paths too.
+    OVS_DIR="$(mktemp -d /tmp/vb-ovs.XXXXXX)"
+    cleanup rm -rf -- "$OVS_DIR"
+    export OVS_RUNDIR="$OVS_DIR" OVS_DBDIR="$OVS_DIR" OVS_LOGDIR="$OVS_DIR" \
+        OVS_SYSCONFDIR="$OVS_DIR" OVS_PKGDATADIR=/usr/share/openvswitch
+    ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+
+    # Run both daemons in the foreground of a background job (no --detach),
+    # so the PIDs we record are the daemons' own.
+    start_bg ovsdb-server ovsdb-server "$OVS_DIR/conf.db" \
+        --remote="punix:$OVS_DIR/db.sock" \
+        --pidfile="$OVS_DIR/ovsdb-server.pid" \
+        --unixctl="$OVS_DIR/ovsdb-server.ctl" \
+        --log-file="$OVS_DIR/ovsdb-server.log" \
+        --no-chdir -vconsole:emer -vfile:info
+    if ! wait_for 10 test -S "$OVS_DIR/db.sock"; then
+        indent_file "$(bg_log ovsdb-server)"
+        die "ovsdb-server did not come up"
+    fi
+    ovs-vsctl --db="unix:$OVS_DIR/db.sock" --no-wait init
+
+    start_bg ovs-vswitchd ovs-vswitchd "unix:$OVS_DIR/db.sock" \
+        --pidfile="$OVS_DIR/ovs-vswitchd.pid" \
+        --unixctl="$OVS_DIR/ovs-vswitchd.ctl" \
+        --log-file="$OVS_DIR/ovs-vswitchd.log" \
+        --no-chdir -vconsole:emer -vfile:info
+    OVS_PID="$BG_PID"
+    # Graceful stop first (runs before the kill registered by start_bg).
+    cleanup ovs_appctl_vswitchd exit --cleanup
+    if ! wait_for 15 test -S "$OVS_DIR/ovs-vswitchd.ctl"; then
+        indent_file "$OVS_DIR/ovs-vswitchd.log"
+        die "ovs-vswitchd did not come up"
+    fi
+    pin_switch "$OVS_PID"
+
+    ovs_vsctl add-br vb-ovs -- set bridge vb-ovs datapath_type=netdev
+    cleanup ovs_vsctl --if-exists del-br vb-ovs
+    ovs_vsctl add-port vb-ovs "$HOST_A" -- add-port vb-ovs "$HOST_B"
+    ip link set dev vb-ovs up 2>/dev/null || true
+    pods_offloads_off
+    log "OVS $(ovs-vswitchd --version | head -n1 | awk '{print $NF}'): bridge vb-ovs datapath_type=$(ovs_vsctl get bridge vb-ovs datapath_type) ports: $(ovs_vsctl list-ports vb-ovs | tr '\n' ' ')"
+    log "OVS dpif: $(ovs_appctl_vswitchd dpif/show 2>/dev/null | tr '\n' ' ' | tr -s ' ')"
+}
+
+# write_vswitch_config FILE tap|af-packet
+write_vswitch_config() {
+    local file="$1" kind="$2"
+    {
+        printf 'node:\n  name: vb-node\n'
+        printf 'control:\n  socket: %s/vswitch.sock\n' "$WORK"
+        printf 'bridge:\n  macAgingSeconds: 300\n'
+        printf 'ports:\n'
+        if [[ "$kind" == tap ]]; then
+            printf '  - name: pod-a\n    type: tap\n    interface: vb-tap-a\n    namespace: %s\n    ifName: eth0\n    address: %s/%s\n    mtu: %s\n' \
+                "$NS_A" "$IP_A" "$PLEN" "$MTU"
+            printf '  - name: pod-b\n    type: tap\n    interface: vb-tap-b\n    namespace: %s\n    ifName: eth0\n    address: %s/%s\n    mtu: %s\n' \
+                "$NS_B" "$IP_B" "$PLEN" "$MTU"
+        else
+            printf '  - name: pod-a\n    type: af-packet\n    interface: %s\n' "$HOST_A"
+            printf '  - name: pod-b\n    type: af-packet\n    interface: %s\n' "$HOST_B"
+        fi
+    } >"$file"
+}
+
+vswitch_ready() {
+    "$(vswitch_bin)" ports --socket "$WORK/vswitch.sock"
+}
+
+pod_has_addr() { # pod_has_addr NS ADDR
+    in_ns "$1" ip -o addr show dev eth0 | grep -qF " $2/"
+}
+
+# setup_vswitch tap|af-packet
+setup_vswitch() {
+    local kind="$1" cfg="$WORK/vswitch-$1.yaml" pid deadline
+    if [[ "$kind" == tap ]]; then
+        pods_empty
+    else
+        pods_veth
+    fi
+    write_vswitch_config "$cfg" "$kind"
+    start_bg "vswitch-$kind" "$(vswitch_bin)" run --config "$cfg"
+    pid="$BG_PID"
+    deadline=$((SECONDS + 20))
+    until vswitch_ready >/dev/null 2>&1; do
+        if ! pid_alive "$pid" || ((SECONDS >= deadline)); then
+            log "vswitch did not become ready; its log:"
+            indent_file "$(bg_log "vswitch-$kind")"
+            return 1
+        fi
+        sleep 0.2
+    done
+    pin_switch "$pid"
+    if [[ "$kind" == tap ]]; then
+        if ! wait_for 10 pod_has_addr "$NS_A" "$IP_A" || ! wait_for 10 pod_has_addr "$NS_B" "$IP_B"; then
+            log "TAP eth0 with the pod address did not appear in the pods"
+            indent_file "$(bg_log "vswitch-$kind")"
+            return 1
+        fi
+    fi
+    pods_offloads_off
+}
+
+# ---------------------------------------------------------------- measurements
+
+# iperf_run NAME CLIENT_ARGS...: one iperf3 test vb-pa -> vb-pb, JSON in
+# $WORK/NAME.json.  The server serves exactly one test (-1) and is bounded.
+iperf_run() {
+    local name="$1" rc=0
+    shift
+    start_bg "srv-$name" timeout 30 ip netns exec "$NS_B" \
+        taskset -c "${LOAD_CPU:-0}" iperf3 -s -1 -B "$IP_B" -p "$IPERF_PORT"
+    if ! wait_for 5 tcp_listening "$NS_B" "$IPERF_PORT"; then
+        log "iperf3 server did not start"
+        indent_file "$(bg_log "srv-$name")"
+        bg_stop "srv-$name"
+        return 1
+    fi
+    in_ns "$NS_A" timeout $((DURATION + 15)) \
+        taskset -c "${LOAD_CPU:-0}" iperf3 -c "$IP_B" -p "$IPERF_PORT" \
+        -t "$DURATION" -J "$@" >"$WORK/$name.json" 2>"$WORK/$name.err" || rc=$?
+    bg_wait "srv-$name" 10 || bg_stop "srv-$name"
+    if ((rc != 0)); then
+        log "iperf3 client failed (exit $rc)"
+        indent_file "$WORK/$name.err" 5
+        indent_file "$WORK/$name.json" 5
+    fi
+    return "$rc"
+}
+
+measure_tcp() { # measure_tcp DP RUN
+    local name="$1-tcp-$2" gbps
+    iperf_run "$name" || return 1
+    gbps="$("$PY" - "$WORK/$name.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+if "error" in d:
+    sys.exit("iperf3: " + d["error"])
+print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
+EOF
+)" || return 1
+    record "$1" tcp_gbps "$gbps"
+    log "$1 run $2: TCP $gbps Gb/s"
+}
+
+measure_udp64() { # measure_udp64 DP RUN
+    local name="$1-udp-$2" line kpps loss
+    iperf_run "$name" -u -l 18 -b 0 || return 1
+    line="$("$PY" - "$WORK/$name.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+if "error" in d:
+    sys.exit("iperf3: " + d["error"])
+s = d["end"]["sum"]
+# Client-side summary of a UDP test carries the receiver's counts
+# (packets sent, lost_packets as seen by the server).
+sent = s["packets"]
+lost = s["lost_packets"]
+secs = s["seconds"]
+print("%.1f %.2f" % ((sent - lost) / secs / 1e3, 100.0 * lost / sent if sent else 100.0))
+EOF
+)" || return 1
+    read -r kpps loss <<<"$line"
+    record "$1" udp64_kpps "$kpps"
+    record "$1" udp64_loss "$loss"
+    log "$1 run $2: UDP64 $kpps kpps delivered, loss $loss %"
+}
+
+measure_ping() { # measure_ping DP RUN
+    local med
+    in_ns "$NS_A" timeout 20 taskset -c "${LOAD_CPU:-0}" \
+        ping -c "$PING_COUNT" -i 0.01 -W 1 "$IP_B" >"$WORK/ping-$1-$2.txt" 2>&1 || true
+    med="$("$PY" - "$WORK/ping-$1-$2.txt" <<'EOF'
+import re, statistics, sys
+rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", open(sys.argv[1]).read())]
+if len(rtts) < 10:
+    sys.exit("too few ping replies: %d" % len(rtts))
+print("%.3f" % statistics.median(rtts))
+EOF
+)" || return 1
+    record "$1" ping_ms "$med"
+    log "$1 run $2: ping median $med ms"
+}
+
+run_datapath() { # run_datapath DP
+    local dp="$1" scope run ok=1
+    scope="$(cleanup_scope_begin)"
+    log "=== $dp: setting up"
+    case "$dp" in
+        # Bridge/OVS setup errors abort the script (set -e; cleanup still runs).
+        bridge) setup_bridge ;;
+        ovs) setup_ovs ;;
+        vswitch) setup_vswitch tap || ok=0 ;;
+        vswitch-afpacket) setup_vswitch af-packet || ok=0 ;;
+    esac
+    if ((ok)) && ! wait_for 15 ping_ok; then
+        log "$dp: no connectivity $NS_A -> $NS_B"
+        ok=0
+    fi
+    if ((ok)); then
+        record "$dp" status ok
+        for ((run = 1; run <= RUNS; run++)); do
+            measure_tcp "$dp" "$run" || log "$dp run $run: TCP measurement failed"
+            measure_udp64 "$dp" "$run" || log "$dp run $run: UDP64 measurement failed"
+            measure_ping "$dp" "$run" || log "$dp run $run: ping measurement failed"
+        done
+    else
+        record "$dp" status "failed (setup or connectivity; see log above)"
+    fi
+    if [[ "$dp" == ovs ]]; then
+        # Evidence that the traffic went through the userspace datapath.
+        log "OVS after the runs: $(ovs_appctl_vswitchd dpif/show 2>/dev/null | head -n1)"
+        log "OVS warnings/errors in ovs-vswitchd.log: $(grep -cE '[|](WARN|ERR|EMER)[|]' "$OVS_DIR/ovs-vswitchd.log" || true)"
+        grep -E '[|](WARN|ERR|EMER)[|]' "$OVS_DIR/ovs-vswitchd.log" | head -n 10 | sed 's/^/#   /' >&2 || true
+    fi
+    log "=== $dp: tearing down"
+    cleanup_scope_end "$scope"
+}
+
+# ---------------------------------------------------------------- main
+
+log "l2-bench: runs=$RUNS datapaths=${SELECTED[*]} duration=${DURATION}s"
+log "$PIN_NOTE"
+if [[ -r /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
+    log "note: net.bridge.bridge-nf-call-iptables=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables) (bridged IPv4 traverses netfilter; left as is)"
+fi
+
+START=$SECONDS
+for dp in "${SELECTED[@]}"; do
+    case "$dp" in
+        vswitch | vswitch-afpacket)
+            if [[ ! -x "$(vswitch_bin)" ]]; then
+                log "NOTE: skipping $dp: VSwitch binary not found at $(vswitch_bin) (set VSWITCH=/path/to/vswitch)"
+                record "$dp" status "skipped (no binary at $(vswitch_bin))"
+                continue
+            fi
+            ;;
+    esac
+    run_datapath "$dp"
+done
+ELAPSED=$((SECONDS - START))
+
+HEADER="runs=$RUNS (median), iperf3 -t $DURATION, MTU $MTU, pod offloads off; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; elapsed ${ELAPSED}s"
+
+"$PY" - "$RESULTS" "$OUT" "$HEADER" "${SELECTED[@]}" <<'EOF'
+import statistics, sys
+results, out, header, order = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+vals, status = {}, {}
+for line in open(results):
+    dp, metric, value = line.rstrip("\n").split("\t", 2)
+    if metric == "status":
+        status[dp] = value
+    else:
+        vals.setdefault(dp, {}).setdefault(metric, []).append(float(value))
+
+def med(dp, m):
+    v = vals.get(dp, {}).get(m)
+    return statistics.median(v) if v else None
+
+names = {"bridge": "linux-bridge", "ovs": "ovs-netdev",
+         "vswitch": "vswitch-tap", "vswitch-afpacket": "vswitch-afpacket"}
+
+def fmt(x, p):
+    return "-" if x is None else ("%.*f" % (p, x))
+
+def ratio(a, b):
+    return "-" if a is None or b is None or b == 0 else "%.2f" % (a / b)
+
+cols = ["datapath", "TCP Gb/s", "UDP64 kpps", "loss %", "ping median ms",
+        "TCP/bridge", "UDP64/bridge", "TCP/OVS", "UDP64/OVS", "status"]
+rows = []
+for dp in order:
+    t, u = med(dp, "tcp_gbps"), med(dp, "udp64_kpps")
+    rows.append([names[dp], fmt(t, 2), fmt(u, 1), fmt(med(dp, "udp64_loss"), 1),
+                 fmt(med(dp, "ping_ms"), 3),
+                 ratio(t, med("bridge", "tcp_gbps")), ratio(u, med("bridge", "udp64_kpps")),
+                 ratio(t, med("ovs", "tcp_gbps")), ratio(u, med("ovs", "udp64_kpps")),
+                 status.get(dp, "not run")])
+
+widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+print()
+print(header)
+print(line(cols))
+print("-+-".join("-" * w for w in widths))
+for r in rows:
+    print(line(r))
+
+if out:
+    with open(out, "w") as f:
+        f.write("# VSwitch L2 end-to-end benchmark\n\n")
+        f.write(header + "\n\n")
+        f.write("| " + " | ".join(cols) + " |\n")
+        f.write("|" + "|".join("---" for _ in cols) + "|\n")
+        for r in rows:
+            f.write("| " + " | ".join(r) + " |\n")
+        f.write("\nUDP64: iperf3 -u -l 18 -b 0 (64-byte frames), kpps = packets delivered to the receiver per second; "
+                "ratios are medians divided by the Linux bridge / OVS netdev medians.\n")
+EOF
+if [[ -n "$OUT" ]]; then
+    log "Markdown table written to $OUT"
+fi
+
+# Non-zero exit when a selected datapath failed (skipped ones do not count).
+if grep -q $'\tstatus\tfailed' "$RESULTS"; then
+    exit 1
+fi

@@ -1,0 +1,29 @@
+namespace VSwitch.Pipeline;
+
+/// <summary>A batch of slot indices processed together by one stage call.</summary>
+public sealed class PacketBatch
+{
+    public const int DefaultCapacity = 256;
+
+    public PacketBatch(int capacity = DefaultCapacity)
+    {
+        Slots = new int[capacity];
+    }
+
+    public int[] Slots { get; }
+    public int Count { get; private set; }
+    public int Capacity => Slots.Length;
+    /// <summary>At least one packet in the batch is traced; stages run their tracing instantiation.</summary>
+    public bool HasTraced { get; set; }
+    public bool IsFull => Count == Slots.Length;
+
+    public void Add(int slot) => Slots[Count++] = slot;
+
+    public void Clear()
+    {
+        Count = 0;
+        HasTraced = false;
+    }
+
+    public ReadOnlySpan<int> AsSpan() => new(Slots, 0, Count);
+}

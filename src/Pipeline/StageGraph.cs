@@ -1,0 +1,100 @@
+namespace VSwitch.Pipeline;
+
+/// <summary>
+/// The dispatcher. Stages are given in topological order (every edge points forward, <c>drop</c> last); a batch enters
+/// at stage 0 and each stage's output is sorted onto the pending batches of its next stages, which run in order.
+/// One virtual call per stage per batch; the per-packet work is plain loops inside the stages.
+/// </summary>
+public sealed class StageGraph
+{
+    private readonly Stage[] _stages;
+    private readonly int[][] _edges;
+    private readonly PacketBatch[] _pending;
+    private readonly byte[] _next;
+    private readonly long[] _calls;
+    private readonly long[] _packets;
+
+    public StageGraph(IReadOnlyList<Stage> stages, int batchCapacity = PacketBatch.DefaultCapacity)
+    {
+        if (stages.Count < 2) throw new ArgumentException("a graph needs an entry stage and drop", nameof(stages));
+        if (stages[^1] is not DropStage) throw new ArgumentException("the last stage must be drop", nameof(stages));
+        _stages = [.. stages];
+        var byName = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < _stages.Length; i++)
+        {
+            if (!byName.TryAdd(_stages[i].Name, i)) throw new ArgumentException($"duplicate stage name '{_stages[i].Name}'", nameof(stages));
+            _stages[i].Index = i;
+        }
+        _edges = new int[_stages.Length][];
+        for (int i = 0; i < _stages.Length; i++)
+        {
+            IReadOnlyList<string> names = _stages[i].NextNames;
+            _edges[i] = new int[names.Count];
+            for (int e = 0; e < names.Count; e++)
+            {
+                if (!byName.TryGetValue(names[e], out int target))
+                    throw new ArgumentException($"stage '{_stages[i].Name}' names unknown next stage '{names[e]}'", nameof(stages));
+                if (target <= i && _stages[i] is not DropStage)
+                    throw new ArgumentException($"edge '{_stages[i].Name}' -> '{names[e]}' points backwards; give stages in topological order", nameof(stages));
+                _edges[i][e] = target;
+            }
+        }
+        _pending = new PacketBatch[_stages.Length];
+        for (int i = 0; i < _pending.Length; i++) _pending[i] = new PacketBatch(batchCapacity);
+        _next = new byte[batchCapacity];
+        _calls = new long[_stages.Length];
+        _packets = new long[_stages.Length];
+        BatchCapacity = batchCapacity;
+        Drop = (DropStage)_stages[^1];
+        Drop.Bind(_stages);
+    }
+
+    public IReadOnlyList<Stage> Stages => _stages;
+    public DropStage Drop { get; }
+    public int BatchCapacity { get; }
+
+    /// <summary>Calls and packets per stage (VPP's "show runtime" vectors/call).</summary>
+    public (long Calls, long Packets) Runtime(int stage) => (Volatile.Read(ref _calls[stage]), Volatile.Read(ref _packets[stage]));
+
+    public Stage? Find(string name) => Array.Find(_stages, s => s.Name == name);
+
+    /// <summary>Runs one input batch through the graph. The input batch is left empty.</summary>
+    public void Run(WorkerContext ctx, PacketBatch input)
+    {
+        if (input.Count == 0) return;
+        ctx.Now = ctx.Time.GetTimestamp();
+        RunStage(ctx, 0, input);
+        input.Clear();
+        for (int i = 1; i < _stages.Length; i++)
+        {
+            PacketBatch b = _pending[i];
+            if (b.Count == 0) continue;
+            RunStage(ctx, i, b);
+            b.Clear();
+        }
+    }
+
+    private void RunStage(WorkerContext ctx, int i, PacketBatch batch)
+    {
+        int count = batch.Count;
+        Span<byte> next = _next.AsSpan(0, count);
+        _calls[i]++;
+        _packets[i] += count;
+        _stages[i].Process(ctx, batch, next);
+        int[] edges = _edges[i];
+        if (edges.Length == 1 && i == _stages.Length - 1) return; // drop is a sink
+        int[] slots = batch.Slots;
+        bool traced = batch.HasTraced;
+        for (int j = 0; j < count; j++)
+        {
+            int e = next[j];
+            if (e >= edges.Length) continue; // stage consumed the packet (sinks return NoNext)
+            PacketBatch target = _pending[edges[e]];
+            target.Add(slots[j]);
+            if (traced) target.HasTraced = true;
+        }
+    }
+
+    /// <summary>Edge value a sink stage writes for packets it consumed (transmitted or freed).</summary>
+    public const byte Consumed = 0xFF;
+}

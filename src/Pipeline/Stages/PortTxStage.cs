@@ -1,0 +1,98 @@
+namespace VSwitch.Pipeline.Stages;
+
+/// <summary>
+/// Output: groups the batch by egress port and hands each port its frames in one batched call. A flood packet is
+/// sent from the same buffer to every port but its ingress (the kernel copies on transmit, so no clone is needed).
+/// Frees every buffer afterwards.
+/// </summary>
+public sealed class PortTxStage : Stage
+{
+    public enum Counter
+    {
+        [System.ComponentModel.Description("Packets flooded to all ports but the ingress")] Flooded,
+        [System.ComponentModel.Description("Copies transmitted by flooding")] FloodCopies,
+        [System.ComponentModel.Description("Frames a port did not accept (queue full or error)")] TxRefused,
+    }
+
+    public enum Reason
+    {
+        [System.ComponentModel.Description("No output port decided")] NoOutput,
+        [System.ComponentModel.Description("Output port does not exist")] BadPort,
+    }
+
+    private readonly PortTable _ports;
+    private int[][] _perPort = [];
+    private int[] _perPortCount = [];
+
+    public PortTxStage(PortTable ports)
+        : base("port-tx", [], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    {
+        _ports = ports;
+    }
+
+    private void EnsureCapacity(int batchCapacity)
+    {
+        if (_perPort.Length >= _ports.Count && (_perPort.Length == 0 || _perPort[0].Length >= batchCapacity)) return;
+        int n = Math.Max(_ports.Count, 1);
+        _perPort = new int[n][];
+        for (int i = 0; i < n; i++) _perPort[i] = new int[batchCapacity];
+        _perPortCount = new int[n];
+    }
+
+    public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
+    {
+        EnsureCapacity(batch.Capacity);
+        PacketSlab slab = ctx.Slab;
+        PacketMeta[] meta = slab.Meta;
+        int[] slots = batch.Slots;
+        int portCount = _ports.Count;
+        int count = batch.Count;
+        bool traced = batch.HasTraced;
+        for (int i = 0; i < count; i++)
+        {
+            int s = slots[i];
+            ref PacketMeta m = ref meta[s];
+            int o = m.OutPort;
+            if (o == PortIds.Flood)
+            {
+                Counters.Add((int)Counter.Flooded);
+                int copies = 0;
+                for (int p = 0; p < portCount; p++)
+                {
+                    if (p == m.InPort) continue;
+                    _perPort[p][_perPortCount[p]++] = s;
+                    copies++;
+                }
+                Counters.Add((int)Counter.FloodCopies, copies);
+                if (traced && (m.Flags & PacketFlags.Traced) != 0) ctx.Trace.Add(m, Index, 1, o, copies, timestamp: ctx.Now);
+                next[i] = StageGraph.Consumed;
+            }
+            else if (o < portCount)
+            {
+                _perPort[o][_perPortCount[o]++] = s;
+                if (traced && (m.Flags & PacketFlags.Traced) != 0) ctx.Trace.Add(m, Index, 0, o, m.Length, timestamp: ctx.Now);
+                next[i] = StageGraph.Consumed;
+            }
+            else
+            {
+                next[i] = Drop(ref m, o == PortIds.None ? (int)Reason.NoOutput : (int)Reason.BadPort);
+            }
+        }
+        for (int p = 0; p < portCount; p++)
+        {
+            int n = _perPortCount[p];
+            if (n == 0) continue;
+            int sent = _ports[p]!.Send(slab, new ReadOnlySpan<int>(_perPort[p], 0, n));
+            if (sent < n) Counters.Add((int)Counter.TxRefused, n - sent);
+            _perPortCount[p] = 0;
+        }
+        for (int i = 0; i < count; i++)
+        {
+            if (next[i] == StageGraph.Consumed) slab.Free(slots[i]);
+        }
+    }
+
+    public override string DescribeTrace(in TraceRecord r, ITraceNames names) => r.Code == 1
+        ? $"flood to {r.B} port(s) (all but ingress)"
+        : $"tx on port {names.PortName(r.A)}, {r.B} bytes";
+}

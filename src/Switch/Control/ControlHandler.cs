@@ -1,0 +1,240 @@
+using System.Globalization;
+using System.Text;
+using VSwitch.Pipeline;
+using VSwitch.Pipeline.Stages;
+using VSwitch.Switch.L2;
+
+namespace VSwitch.Switch.Control;
+
+/// <summary>Answers control requests. Every read of datapath state runs on the worker thread between batches.</summary>
+public sealed class ControlHandler
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(5);
+    private readonly SwitchHost? _host;
+
+    public ControlHandler(SwitchHost host)
+    {
+        _host = host;
+        Datapath = host.Datapath;
+        NodeName = host.NodeName;
+    }
+
+    public ControlHandler(Datapath datapath, string nodeName)
+    {
+        Datapath = datapath;
+        NodeName = nodeName;
+    }
+
+    public Datapath Datapath { get; }
+    public string NodeName { get; }
+
+    public const string Usage = """
+        commands: status | ports | mac | counters | metrics | trace add N | trace show [N] | trace clear
+        """;
+
+    public string Handle(string[] args)
+    {
+        if (args.Length == 0) throw new ControlException("empty command; " + Usage);
+        return args[0] switch
+        {
+            "status" => OnWorker(Status),
+            "ports" => OnWorker(Ports),
+            "mac" => OnWorker(Macs),
+            "counters" => OnWorker(CountersText),
+            "metrics" => OnWorker(Metrics),
+            "trace" => TraceCommand(args),
+            _ => throw new ControlException($"unknown command '{args[0]}'; " + Usage),
+        };
+    }
+
+    private string OnWorker(Func<string> f)
+    {
+        Task<string> t = Datapath.InvokeAsync(f);
+        if (!t.Wait(Timeout)) throw new ControlException("the worker did not answer within 5 s");
+        return t.Result;
+    }
+
+    private string TraceCommand(string[] args)
+    {
+        string sub = args.Length > 1 ? args[1] : "show";
+        switch (sub)
+        {
+            case "add":
+                int n = args.Length > 2 ? ParseCount(args[2]) : 10;
+                return OnWorker(() =>
+                {
+                    Datapath.Context.Trace.Remaining += n;
+                    return $"tracing the next {Datapath.Context.Trace.Remaining} packet(s)\n";
+                });
+            case "clear":
+                return OnWorker(() =>
+                {
+                    Datapath.Context.Trace.Clear();
+                    return "trace cleared\n";
+                });
+            case "show":
+                int last = args.Length > 2 ? ParseCount(args[2]) : 10;
+                return OnWorker(() => TraceText(last));
+            default:
+                throw new ControlException($"unknown trace command '{sub}' (add N | show [N] | clear)");
+        }
+    }
+
+    private static int ParseCount(string s) =>
+        int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n is > 0 and <= 100_000
+            ? n
+            : throw new ControlException($"'{s}' is not a count between 1 and 100000");
+
+    private string Status()
+    {
+        double up = (Datapath.Time.GetTimestamp() - Datapath.StartedAt) / (double)Datapath.Time.TimestampFrequency;
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"node:       {NodeName}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"uptime:     {up:F0} s\n");
+        sb.Append(CultureInfo.InvariantCulture, $"ports:      {Datapath.Ports.Count}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"workers:    1\n");
+        sb.Append(CultureInfo.InvariantCulture, $"batch size: {Datapath.Options.BatchSize}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"mac table:  {Datapath.Macs.Count}/{Datapath.Macs.MaxEntries}, aging {Datapath.Options.MacAging.TotalSeconds:F0} s\n");
+        sb.Append(CultureInfo.InvariantCulture, $"buffers:    {Datapath.Slab.FreeCount}/{Datapath.Slab.Capacity} free\n");
+        if (_host is not null) sb.Append(CultureInfo.InvariantCulture, $"socket:     {_host.Config.Control.Socket}\n");
+        return sb.ToString();
+    }
+
+    private string Ports()
+    {
+        var rows = new List<string[]> { new[] { "PORT", "ID", "KIND", "INTERFACE", "RX-PKTS", "RX-BYTES", "RX-DROP", "RX-ERR", "TX-PKTS", "TX-BYTES", "TX-DROP", "TX-ERR" } };
+        foreach (IPacketPort p in Datapath.Ports.All())
+        {
+            CounterSet c = p.Counters;
+            rows.Add([p.Name, p.Id.ToString(CultureInfo.InvariantCulture), p.Kind, p.InterfaceName.Length == 0 ? "-" : p.InterfaceName,
+                N(c[(int)PortCounter.RxPackets]), N(c[(int)PortCounter.RxBytes]), N(c[(int)PortCounter.RxDropped]), N(c[(int)PortCounter.RxErrors]),
+                N(c[(int)PortCounter.TxPackets]), N(c[(int)PortCounter.TxBytes]), N(c[(int)PortCounter.TxDropped]), N(c[(int)PortCounter.TxErrors])]);
+        }
+        return Table(rows);
+    }
+
+    private string Macs()
+    {
+        List<MacTable.View> entries = Datapath.Macs.Entries(Datapath.Time.GetTimestamp(), Datapath.Time.TimestampFrequency);
+        var rows = new List<string[]> { new[] { "MAC", "VLAN", "PORT", "AGE" } };
+        foreach (MacTable.View e in entries)
+            rows.Add([e.Mac.ToString(), e.Vlan.ToString(CultureInfo.InvariantCulture), Datapath.Ports.PortName(e.Port),
+                e.IsStatic ? "static" : e.AgeSeconds.ToString("F1", CultureInfo.InvariantCulture) + "s"]);
+        return Table(rows) + $"{entries.Count} entries (capacity {Datapath.Macs.MaxEntries})\n";
+    }
+
+    private string CountersText()
+    {
+        var sb = new StringBuilder();
+        StageGraph g = Datapath.Graph;
+        var rows = new List<string[]> { new[] { "STAGE", "CALLS", "PACKETS", "PKTS/CALL" } };
+        for (int i = 0; i < g.Stages.Count; i++)
+        {
+            (long calls, long pkts) = g.Runtime(i);
+            rows.Add([g.Stages[i].Name, N(calls), N(pkts), calls == 0 ? "-" : (pkts / (double)calls).ToString("F1", CultureInfo.InvariantCulture)]);
+        }
+        sb.Append(Table(rows)).Append('\n');
+        var events = new List<string[]> { new[] { "STAGE", "COUNTER", "VALUE" } };
+        foreach (Stage s in g.Stages)
+            for (int k = 0; k < s.Counters.Count; k++)
+                events.Add([s.Name, s.Counters.Names[k], N(s.Counters[k])]);
+        sb.Append(Table(events)).Append('\n');
+        var drops = new List<string[]> { new[] { "STAGE", "DROP-REASON", "PACKETS" } };
+        foreach ((string stage, string reason, long count) in g.Drop.NonZero()) drops.Add([stage, reason, N(count)]);
+        if (drops.Count == 1) sb.Append("no drops\n");
+        else sb.Append(Table(drops));
+        return sb.ToString();
+    }
+
+    private string TraceText(int lastPackets)
+    {
+        TraceRecord[] records = Datapath.Context.Trace.Snapshot();
+        if (records.Length == 0)
+            return Datapath.Context.Trace.Remaining > 0
+                ? $"no packet traced yet ({Datapath.Context.Trace.Remaining} still to trace)\n"
+                : "no trace records (start one with 'vswitch trace add N')\n";
+        var ids = new List<uint>();
+        var seen = new HashSet<uint>();
+        for (int i = records.Length - 1; i >= 0 && ids.Count < lastPackets; i--)
+            if (seen.Add(records[i].TraceId)) ids.Add(records[i].TraceId);
+        ids.Reverse();
+        var sb = new StringBuilder();
+        StageGraph g = Datapath.Graph;
+        double freq = Datapath.Time.TimestampFrequency;
+        foreach (uint id in ids)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"Packet {id}\n");
+            long t0 = -1;
+            foreach (TraceRecord r in records)
+            {
+                if (r.TraceId != id) continue;
+                if (t0 < 0) t0 = r.Timestamp;
+                Stage s = g.Stages[r.Stage];
+                double us = (r.Timestamp - t0) * 1e6 / freq;
+                sb.Append(CultureInfo.InvariantCulture, $"  {us,8:F1}us {s.Name,-15} {s.DescribeTrace(r, Datapath.Ports)}\n");
+            }
+            sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Prometheus text exposition format (version 0.0.4).</summary>
+    private string Metrics()
+    {
+        var sb = new StringBuilder();
+        string node = Escape(NodeName);
+        string[] names = CounterSet.Describe<PortCounter>().Names;
+        string[] help = CounterSet.Describe<PortCounter>().Help;
+        for (int k = 0; k < names.Length; k++)
+        {
+            string metric = $"vswitch_port_{names[k].Replace('-', '_')}_total";
+            sb.Append(CultureInfo.InvariantCulture, $"# HELP {metric} {help[k]}\n# TYPE {metric} counter\n");
+            foreach (IPacketPort p in Datapath.Ports.All())
+                sb.Append(CultureInfo.InvariantCulture, $"{metric}{{node=\"{node}\",port=\"{Escape(p.Name)}\",kind=\"{p.Kind}\",interface=\"{Escape(p.InterfaceName)}\"}} {p.Counters[k]}\n");
+        }
+        StageGraph g = Datapath.Graph;
+        sb.Append("# HELP vswitch_stage_packets_total Packets processed by each pipeline stage\n# TYPE vswitch_stage_packets_total counter\n");
+        for (int i = 0; i < g.Stages.Count; i++)
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_packets_total{{node=\"{node}\",stage=\"{g.Stages[i].Name}\"}} {g.Runtime(i).Packets}\n");
+        sb.Append("# HELP vswitch_stage_calls_total Batches processed by each pipeline stage\n# TYPE vswitch_stage_calls_total counter\n");
+        for (int i = 0; i < g.Stages.Count; i++)
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_calls_total{{node=\"{node}\",stage=\"{g.Stages[i].Name}\"}} {g.Runtime(i).Calls}\n");
+        sb.Append("# HELP vswitch_stage_events_total Stage-specific events (see 'vswitch counters' for descriptions)\n# TYPE vswitch_stage_events_total counter\n");
+        foreach (Stage s in g.Stages)
+            for (int k = 0; k < s.Counters.Count; k++)
+                sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_events_total{{node=\"{node}\",stage=\"{s.Name}\",event=\"{s.Counters.Names[k]}\"}} {s.Counters[k]}\n");
+        sb.Append("# HELP vswitch_drops_total Packets dropped, by stage and reason\n# TYPE vswitch_drops_total counter\n");
+        foreach ((string stage, string reason, long count) in g.Drop.All())
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_drops_total{{node=\"{node}\",stage=\"{stage}\",reason=\"{reason}\"}} {count}\n");
+        sb.Append("# HELP vswitch_mac_table_entries Entries in the MAC table (including expired ones not yet swept)\n# TYPE vswitch_mac_table_entries gauge\n");
+        sb.Append(CultureInfo.InvariantCulture, $"vswitch_mac_table_entries{{node=\"{node}\"}} {Datapath.Macs.Count}\n");
+        sb.Append("# HELP vswitch_mac_table_capacity Maximum entries in the MAC table\n# TYPE vswitch_mac_table_capacity gauge\n");
+        sb.Append(CultureInfo.InvariantCulture, $"vswitch_mac_table_capacity{{node=\"{node}\"}} {Datapath.Macs.MaxEntries}\n");
+        sb.Append("# HELP vswitch_mac_aged_out_total MAC entries removed by aging\n# TYPE vswitch_mac_aged_out_total counter\n");
+        sb.Append(CultureInfo.InvariantCulture, $"vswitch_mac_aged_out_total{{node=\"{node}\"}} {Datapath.AgedOut}\n");
+        return sb.ToString();
+    }
+
+    private static string Escape(string s) => s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal);
+
+    private static string N(long v) => v.ToString(CultureInfo.InvariantCulture);
+
+    private static string Table(List<string[]> rows)
+    {
+        int cols = rows[0].Length;
+        int[] w = new int[cols];
+        foreach (string[] r in rows)
+            for (int c = 0; c < cols; c++) w[c] = Math.Max(w[c], r[c].Length);
+        var sb = new StringBuilder();
+        foreach (string[] r in rows)
+        {
+            for (int c = 0; c < cols; c++)
+            {
+                sb.Append(r[c]);
+                if (c < cols - 1) sb.Append(' ', w[c] - r[c].Length + 2);
+            }
+            sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,193 @@
+using System.Collections.Concurrent;
+using VSwitch.Pipeline;
+using VSwitch.Pipeline.Stages;
+using VSwitch.Switch.L2;
+using VSwitch.Tap;
+
+namespace VSwitch.Switch;
+
+public sealed record DatapathOptions
+{
+    public int BatchSize { get; init; } = 64;
+    public int Slots { get; init; } = 4096;
+    public int MacTableSize { get; init; } = 8192;
+    public TimeSpan MacAging { get; init; } = TimeSpan.FromSeconds(300);
+    public MacTableFullPolicy MacTableFullPolicy { get; init; } = MacTableFullPolicy.Flood;
+    public TimeSpan SweepInterval { get; init; } = TimeSpan.FromSeconds(1);
+}
+
+/// <summary>
+/// One worker's data plane: the slab, the stage graph, the ports it polls and the learned tables it owns.
+/// State is touched only by the worker thread; the control plane runs its reads and changes on that thread
+/// between batches through <see cref="InvokeAsync{T}"/>, so no per-packet lock exists anywhere.
+/// </summary>
+public sealed class Datapath : IDisposable
+{
+    private readonly ConcurrentQueue<Action> _commands = new();
+    private readonly PacketBatch _rx;
+    private Thread? _thread;
+    private Epoll? _epoll;
+    private volatile bool _stop;
+    private long _lastSweep;
+    private long _nextSweep;
+
+    public Datapath(DatapathOptions options, TimeProvider? time = null)
+    {
+        Options = options;
+        Time = time ?? TimeProvider.System;
+        if (options.BatchSize is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "batch size must be 1..256");
+        Slab = new PacketSlab(Math.Max(options.Slots, options.BatchSize * 2));
+        Context = new WorkerContext(Slab, Time);
+        long agingTicks = (long)(options.MacAging.TotalSeconds * Time.TimestampFrequency);
+        Macs = new MacTable(options.MacTableSize, agingTicks);
+        Ports = new PortTable();
+        Graph = new StageGraph(
+        [
+            new PortRxStage(),
+            new EthernetParseStage(),
+            new L2LearnStage(Macs, options.MacTableFullPolicy),
+            new L2ForwardStage(Macs),
+            new PortTxStage(Ports),
+            new DropStage(),
+        ], options.BatchSize);
+        _rx = new PacketBatch(options.BatchSize);
+        StartedAt = Time.GetTimestamp();
+        _nextSweep = StartedAt;
+    }
+
+    public DatapathOptions Options { get; }
+    public TimeProvider Time { get; }
+    public PacketSlab Slab { get; }
+    public WorkerContext Context { get; }
+    public MacTable Macs { get; }
+    public PortTable Ports { get; }
+    public StageGraph Graph { get; }
+    public long StartedAt { get; }
+    public bool IsRunning => _thread is not null;
+    /// <summary>Entries removed by aging sweeps.</summary>
+    public long AgedOut { get; private set; }
+
+    public ushort AddPort(IPacketPort port)
+    {
+        if (IsRunning) throw new InvalidOperationException("ports are added before the worker starts");
+        return Ports.Add(port);
+    }
+
+    /// <summary>Polls every port once and runs what arrived through the graph (tests, benchmarks, memory ports).
+    /// Returns the number of packets received.</summary>
+    public int RunOnce()
+    {
+        int total = 0;
+        for (int p = 0; p < Ports.Count; p++) total += Poll(Ports[p]!);
+        Housekeeping();
+        return total;
+    }
+
+    private int Poll(IPacketPort port)
+    {
+        int n = port.Receive(Slab, _rx, Options.BatchSize);
+        if (n > 0) Graph.Run(Context, _rx);
+        else _rx.Clear();
+        return n;
+    }
+
+    /// <summary>Aging sweep, off the fast path: at most once per sweep interval.</summary>
+    public void Housekeeping()
+    {
+        long now = Time.GetTimestamp();
+        if (now < _nextSweep) return;
+        _lastSweep = now;
+        _nextSweep = now + (long)(Options.SweepInterval.TotalSeconds * Time.TimestampFrequency);
+        AgedOut += Macs.Sweep(now);
+    }
+
+    public void Start()
+    {
+        if (_thread is not null) throw new InvalidOperationException("already started");
+        _epoll = new Epoll();
+        for (int p = 0; p < Ports.Count; p++)
+        {
+            int fd = Ports[p]!.PollHandle;
+            if (fd >= 0) _epoll.Add(fd, (ulong)p);
+        }
+        _thread = new Thread(WorkerLoop) { IsBackground = true, Name = "vswitch-worker-0" };
+        _thread.Start();
+    }
+
+    private void WorkerLoop()
+    {
+        Span<ulong> ready = stackalloc ulong[64];
+        Span<int> active = stackalloc int[64];
+        Epoll ep = _epoll!;
+        while (!_stop)
+        {
+            int n = ep.Wait(ready, 200, out _);
+            DrainCommands();
+            // Serve ready ports in rounds until none returns a full batch (bounded, so commands and sweeps keep running).
+            int a = 0;
+            for (int i = 0; i < n; i++) active[a++] = (int)ready[i];
+            for (int round = 0; round < 16 && a > 0; round++)
+            {
+                int still = 0;
+                for (int i = 0; i < a; i++)
+                {
+                    IPacketPort port = Ports[active[i]]!;
+                    if (Poll(port) == Options.BatchSize) active[still++] = active[i];
+                }
+                a = still;
+            }
+            Housekeeping();
+        }
+        DrainCommands();
+    }
+
+    private void DrainCommands()
+    {
+        while (_commands.TryDequeue(out Action? a)) a();
+    }
+
+    /// <summary>Runs <paramref name="f"/> on the worker thread between batches (inline when no worker runs).</summary>
+    public Task<T> InvokeAsync<T>(Func<T> f)
+    {
+        if (_thread is null || _stop)
+        {
+            try
+            {
+                return Task.FromResult(f());
+            }
+            catch (Exception e)
+            {
+                return Task.FromException<T>(e);
+            }
+        }
+        var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _commands.Enqueue(() =>
+        {
+            try
+            {
+                tcs.SetResult(f());
+            }
+            catch (Exception e)
+            {
+                tcs.SetException(e);
+            }
+        });
+        _epoll?.Wake();
+        return tcs.Task;
+    }
+
+    public void Stop()
+    {
+        if (_thread is null) return;
+        _stop = true;
+        _epoll?.Wake();
+        _thread.Join();
+    }
+
+    public void Dispose()
+    {
+        Stop();
+        _epoll?.Dispose();
+        foreach (IPacketPort p in Ports.All()) p.Dispose();
+    }
+}

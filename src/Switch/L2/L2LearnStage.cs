@@ -1,0 +1,207 @@
+using System.ComponentModel;
+using VSwitch.Pipeline;
+using VSwitch.Pipeline.Wire;
+
+namespace VSwitch.Switch.L2;
+
+public enum MacTableFullPolicy
+{
+    /// <summary>Forward frames from unlearned sources anyway (replies to them flood as unknown unicast).</summary>
+    Flood,
+    /// <summary>Drop frames from sources that cannot be learned (port-security style).</summary>
+    Drop,
+}
+
+/// <summary>Learns source MAC → ingress port. Learning is apart from forwarding (its own stage).</summary>
+public sealed class L2LearnStage : Stage
+{
+    public enum Counter
+    {
+        [Description("New MAC addresses learned")] Learned,
+        [Description("MAC addresses that moved to another port")] Moved,
+        [Description("New MAC addresses not learned because the table was full")] TableFull,
+        [Description("Frames whose source MAC is a static entry of another port")] StaticMismatch,
+    }
+
+    public enum Reason
+    {
+        [Description("MAC table full and the full policy is drop")] TableFull,
+        [Description("Source MAC is static on another port (spoofing)")] StaticMacSpoof,
+    }
+
+    private readonly MacTable _table;
+    private readonly MacTableFullPolicy _fullPolicy;
+
+    public L2LearnStage(MacTable table, MacTableFullPolicy fullPolicy, string next = "l2-forward")
+        : base("l2-learn", [next], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    {
+        _table = table;
+        _fullPolicy = fullPolicy;
+    }
+
+    public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
+    {
+        if (batch.HasTraced) Run<TraceOn>(ctx, batch, next);
+        else Run<TraceOff>(ctx, batch, next);
+    }
+
+    private void Run<T>(WorkerContext ctx, PacketBatch batch, Span<byte> next) where T : struct, ITraceMode
+    {
+        PacketMeta[] meta = ctx.Slab.Meta;
+        int[] slots = batch.Slots;
+        long now = ctx.Now;
+        long refresh = ctx.TicksPerSecond;
+        MacTable table = _table;
+        ulong lastMac = ulong.MaxValue;
+        ushort lastPort = ushort.MaxValue, lastVlan = 0;
+        for (int i = 0; i < batch.Count; i++)
+        {
+            ref PacketMeta m = ref meta[slots[i]];
+            next[i] = 1;
+            // A batch from one port is mostly one or two sources: skip repeated lookups of the same learned source.
+            if (m.SrcMac == lastMac && m.InPort == lastPort && m.VlanId == lastVlan && !T.Enabled) continue;
+            LearnResult r = table.Learn(m.SrcMac, m.VlanId, m.InPort, now, refresh, out ushort oldPort);
+            switch (r)
+            {
+                case LearnResult.Learned:
+                    Counters.Add((int)Counter.Learned);
+                    break;
+                case LearnResult.Moved:
+                    Counters.Add((int)Counter.Moved);
+                    break;
+                case LearnResult.Full:
+                    Counters.Add((int)Counter.TableFull);
+                    if (_fullPolicy == MacTableFullPolicy.Drop) next[i] = Drop(ref m, (int)Reason.TableFull);
+                    break;
+                case LearnResult.StaticMismatch:
+                    Counters.Add((int)Counter.StaticMismatch);
+                    next[i] = Drop(ref m, (int)Reason.StaticMacSpoof);
+                    break;
+            }
+            if (r == LearnResult.Refreshed)
+            {
+                lastMac = m.SrcMac;
+                lastPort = m.InPort;
+                lastVlan = m.VlanId;
+            }
+            if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
+                ctx.Trace.Add(m, Index, (int)r, m.InPort, oldPort, m.SrcMac, m.VlanId, now);
+        }
+    }
+
+    public override string DescribeTrace(in TraceRecord r, ITraceNames names)
+    {
+        var mac = new MacAddress(r.X);
+        string vlan = r.Y != 0 ? $" vlan {r.Y}" : "";
+        return (LearnResult)r.Code switch
+        {
+            LearnResult.Refreshed => $"source {mac}{vlan} known on port {names.PortName(r.A)} (refreshed)",
+            LearnResult.Learned => $"source {mac}{vlan} learned on port {names.PortName(r.A)}",
+            LearnResult.Moved => $"source {mac}{vlan} moved from port {names.PortName(r.B)} to {names.PortName(r.A)}",
+            LearnResult.Full => $"source {mac}{vlan} not learned: MAC table full",
+            LearnResult.StaticMismatch => $"source {mac}{vlan} is static on port {names.PortName(r.B)}, seen on {names.PortName(r.A)}",
+            _ => $"code {r.Code}",
+        };
+    }
+}
+
+/// <summary>Chooses the output port by destination MAC: known unicast to its port, everything else floods.</summary>
+public sealed class L2ForwardStage : Stage
+{
+    public enum Counter
+    {
+        [Description("Known unicast destinations forwarded to their port")] Hit,
+        [Description("Unknown unicast destinations flooded")] UnknownUnicast,
+        [Description("Broadcast frames flooded")] Broadcast,
+        [Description("Multicast frames flooded")] Multicast,
+    }
+
+    public enum Reason
+    {
+        [Description("Destination is behind the ingress port (a bridge never sends a frame back where it came from)")] SamePort,
+    }
+
+    private enum Code
+    {
+        Hit,
+        Broadcast,
+        Multicast,
+        Unknown,
+        SamePort,
+    }
+
+    private readonly MacTable _table;
+
+    public L2ForwardStage(MacTable table, string next = "port-tx")
+        : base("l2-forward", [next], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    {
+        _table = table;
+    }
+
+    public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
+    {
+        if (batch.HasTraced) Run<TraceOn>(ctx, batch, next);
+        else Run<TraceOff>(ctx, batch, next);
+    }
+
+    private void Run<T>(WorkerContext ctx, PacketBatch batch, Span<byte> next) where T : struct, ITraceMode
+    {
+        PacketMeta[] meta = ctx.Slab.Meta;
+        int[] slots = batch.Slots;
+        long now = ctx.Now;
+        MacTable table = _table;
+        ulong lastMac = ulong.MaxValue;
+        ushort lastVlan = 0, lastOut = 0;
+        for (int i = 0; i < batch.Count; i++)
+        {
+            ref PacketMeta m = ref meta[slots[i]];
+            Code code;
+            next[i] = 1;
+            if ((m.Flags & PacketFlags.GroupDestination) != 0)
+            {
+                bool bcast = m.DstMac == MacAddress.Broadcast.Value;
+                Counters.Add(bcast ? (int)Counter.Broadcast : (int)Counter.Multicast);
+                m.OutPort = PortIds.Flood;
+                code = bcast ? Code.Broadcast : Code.Multicast;
+            }
+            else if ((m.DstMac == lastMac && m.VlanId == lastVlan) || table.TryLookup(m.DstMac, m.VlanId, now, out lastOut))
+            {
+                lastMac = m.DstMac;
+                lastVlan = m.VlanId;
+                if (lastOut == m.InPort)
+                {
+                    next[i] = Drop(ref m, (int)Reason.SamePort);
+                    code = Code.SamePort;
+                }
+                else
+                {
+                    Counters.Add((int)Counter.Hit);
+                    m.OutPort = lastOut;
+                    code = Code.Hit;
+                }
+            }
+            else
+            {
+                Counters.Add((int)Counter.UnknownUnicast);
+                m.OutPort = PortIds.Flood;
+                code = Code.Unknown;
+            }
+            if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
+                ctx.Trace.Add(m, Index, (int)code, m.OutPort, m.InPort, m.DstMac, m.VlanId, now);
+        }
+    }
+
+    public override string DescribeTrace(in TraceRecord r, ITraceNames names)
+    {
+        var mac = new MacAddress(r.X);
+        return (Code)r.Code switch
+        {
+            Code.Hit => $"destination {mac} known on port {names.PortName(r.A)}: forward",
+            Code.Broadcast => "destination broadcast: flood",
+            Code.Multicast => $"destination {mac} multicast: flood",
+            Code.Unknown => $"destination {mac} unknown: flood",
+            Code.SamePort => $"destination {mac} is behind the ingress port {names.PortName(r.B)}: filtered",
+            _ => $"code {r.Code}",
+        };
+    }
+}

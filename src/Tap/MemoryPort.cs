@@ -1,0 +1,88 @@
+using VSwitch.Pipeline;
+
+namespace VSwitch.Tap;
+
+/// <summary>
+/// An in-memory port for tests and benchmarks. Receive hands out injected frames (or replays a fixed set forever,
+/// copying each into a slab slot as a NIC would); Send records copies of transmitted frames, or only counts them.
+/// Replay and count-only modes allocate nothing per packet.
+/// </summary>
+public sealed class MemoryPort : IPacketPort
+{
+    private readonly Queue<byte[]> _rx = new();
+    private byte[][] _replay = [];
+    private int _replayNext;
+    private readonly List<byte[]> _tx = [];
+
+    public MemoryPort(string name, bool recordTx = true)
+    {
+        Name = name;
+        RecordTx = recordTx;
+    }
+
+    public string Name { get; }
+    public string Kind => "memory";
+    public string InterfaceName => "";
+    public ushort Id { get; set; }
+    public int PollHandle => -1;
+    public CounterSet Counters { get; } = CounterSet.FromEnum<PortCounter>();
+    public bool RecordTx { get; set; }
+    /// <summary>Frames transmitted on this port (when <see cref="RecordTx"/>).</summary>
+    public IReadOnlyList<byte[]> Transmitted => _tx;
+    public int PendingRx => _rx.Count;
+
+    public void Inject(ReadOnlySpan<byte> frame) => _rx.Enqueue(frame.ToArray());
+
+    /// <summary>Replay these frames cyclically on every receive (benchmark source).</summary>
+    public void SetReplay(IEnumerable<byte[]> frames)
+    {
+        _replay = [.. frames];
+        _replayNext = 0;
+    }
+
+    public void ClearTransmitted() => _tx.Clear();
+
+    public int Receive(PacketSlab slab, PacketBatch batch, int max)
+    {
+        int n = 0;
+        while (n < max)
+        {
+            byte[] frame;
+            if (_rx.Count > 0) frame = _rx.Peek();
+            else if (_replay.Length > 0) frame = _replay[_replayNext];
+            else break;
+            if (frame.Length > slab.MaxFrameLength)
+            {
+                if (_rx.Count > 0) _rx.Dequeue();
+                Counters.Add((int)PortCounter.RxDropped);
+                continue;
+            }
+            if (!slab.TryAllocFrame(frame, out int slot))
+            {
+                Counters.Add((int)PortCounter.RxDropped);
+                break;
+            }
+            if (_rx.Count > 0) _rx.Dequeue();
+            else if (++_replayNext == _replay.Length) _replayNext = 0;
+            slab.Meta[slot].InPort = Id;
+            batch.Add(slot);
+            n++;
+            Counters.Add((int)PortCounter.RxBytes, frame.Length);
+        }
+        Counters.Add((int)PortCounter.RxPackets, n);
+        return n;
+    }
+
+    public int Send(PacketSlab slab, ReadOnlySpan<int> slots)
+    {
+        foreach (int slot in slots)
+        {
+            if (RecordTx) _tx.Add(slab.Frame(slot).ToArray());
+            Counters.Add((int)PortCounter.TxBytes, slab.Meta[slot].Length);
+        }
+        Counters.Add((int)PortCounter.TxPackets, slots.Length);
+        return slots.Length;
+    }
+
+    public void Dispose() { }
+}

@@ -1,0 +1,223 @@
+using System.Runtime.InteropServices;
+
+namespace VSwitch.Tap;
+
+/// <summary>libc entry points, one <c>LibraryImport</c> each; errors come back as -1 with errno in <see cref="Marshal.GetLastPInvokeError"/>.</summary>
+internal static unsafe partial class Native
+{
+    private const string Libc = "libc";
+
+    public const int O_RDWR = 0x2;
+    public const int O_NONBLOCK = 0x800;
+    public const int O_CLOEXEC = 0x80000;
+
+    public const int EAGAIN = 11;
+    public const int EINTR = 4;
+    public const int EPERM = 1;
+    public const int EACCES = 13;
+    public const int ENOENT = 2;
+    public const int ENODEV = 19;
+    public const int EBUSY = 16;
+    public const int EINVAL = 22;
+    public const int ENOBUFS = 105;
+    public const int ENETDOWN = 100;
+    public const int ENXIO = 6;
+    public const int EIO = 5;
+    public const int EMSGSIZE = 90;
+
+    public const int AF_PACKET = 17;
+    public const int SOCK_RAW = 3;
+    public const int SOCK_NONBLOCK = 0x800;
+    public const int SOCK_CLOEXEC = 0x80000;
+    public const ushort ETH_P_ALL = 0x0003;
+    public const int SOL_SOCKET = 1;
+    public const int SO_RCVBUF = 8;
+    public const int SO_SNDBUF = 7;
+    public const int SO_RCVBUFFORCE = 33;
+    public const int SO_SNDBUFFORCE = 32;
+    public const int SOL_PACKET = 263;
+    public const int PACKET_ADD_MEMBERSHIP = 1;
+    public const int PACKET_AUXDATA = 8;
+    public const int PACKET_IGNORE_OUTGOING = 23;
+    public const int PACKET_MR_PROMISC = 1;
+    public const byte PACKET_OUTGOING = 4;
+    public const int MSG_DONTWAIT = 0x40;
+    public const int MSG_TRUNC = 0x20;
+
+    public const uint TP_STATUS_VLAN_VALID = 0x10;
+    public const uint TP_STATUS_VLAN_TPID_VALID = 0x40;
+
+    public const ulong TUNSETIFF = 0x400454ca;
+    public const ulong TUNGETIFF = 0x800454d2;
+    public const short IFF_TAP = 0x0002;
+    public const short IFF_NO_PI = 0x1000;
+    public const short IFF_VNET_HDR = 0x4000;
+
+    public const int EPOLL_CLOEXEC = 0x80000;
+    public const int EPOLL_CTL_ADD = 1;
+    public const int EPOLL_CTL_DEL = 2;
+    public const uint EPOLLIN = 0x001;
+    public const int EFD_NONBLOCK = 0x800;
+    public const int EFD_CLOEXEC = 0x80000;
+
+    [LibraryImport(Libc, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Open(string path, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [LibraryImport(Libc, EntryPoint = "read", SetLastError = true)]
+    public static partial nint Read(int fd, byte* buf, nint count);
+
+    [LibraryImport(Libc, EntryPoint = "write", SetLastError = true)]
+    public static partial nint Write(int fd, byte* buf, nint count);
+
+    [LibraryImport(Libc, EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int Ioctl(int fd, ulong request, void* arg);
+
+    [LibraryImport(Libc, EntryPoint = "socket", SetLastError = true)]
+    public static partial int Socket(int domain, int type, int protocol);
+
+    [LibraryImport(Libc, EntryPoint = "bind", SetLastError = true)]
+    public static partial int Bind(int fd, void* addr, int addrlen);
+
+    [LibraryImport(Libc, EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int SetSockOpt(int fd, int level, int name, void* value, int len);
+
+    [LibraryImport(Libc, EntryPoint = "recvmmsg", SetLastError = true)]
+    public static partial int RecvMmsg(int fd, MMsgHdr* msgs, uint vlen, int flags, void* timeout);
+
+    [LibraryImport(Libc, EntryPoint = "sendmmsg", SetLastError = true)]
+    public static partial int SendMmsg(int fd, MMsgHdr* msgs, uint vlen, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "if_nametoindex", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial uint IfNameToIndex(string name);
+
+    [LibraryImport(Libc, EntryPoint = "epoll_create1", SetLastError = true)]
+    public static partial int EpollCreate1(int flags);
+
+    [LibraryImport(Libc, EntryPoint = "epoll_ctl", SetLastError = true)]
+    public static partial int EpollCtl(int epfd, int op, int fd, EpollEvent* ev);
+
+    [LibraryImport(Libc, EntryPoint = "epoll_wait", SetLastError = true)]
+    public static partial int EpollWait(int epfd, EpollEvent* events, int maxevents, int timeout);
+
+    [LibraryImport(Libc, EntryPoint = "eventfd", SetLastError = true)]
+    public static partial int EventFd(uint initval, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "geteuid")]
+    public static partial uint GetEuid();
+
+    [LibraryImport(Libc, EntryPoint = "strerror")]
+    private static partial nint StrError(int errnum);
+
+    public static string ErrorText(int errno) => Marshal.PtrToStringUTF8(StrError(errno)) ?? $"errno {errno}";
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MsgHdr
+    {
+        public void* Name;
+        public uint NameLength;
+        public IoVec* Iov;
+        public nuint IovLength;
+        public void* Control;
+        public nuint ControlLength;
+        public int Flags;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MMsgHdr
+    {
+        public MsgHdr Hdr;
+        public uint Length;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct SockAddrLl
+    {
+        public ushort Family;
+        public ushort Protocol; // network order
+        public int IfIndex;
+        public ushort HaType;
+        public byte PktType;
+        public byte HaLength;
+        public fixed byte Address[8];
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PacketMreq
+    {
+        public int IfIndex;
+        public ushort Type;
+        public ushort AddressLength;
+        public fixed byte Address[8];
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TPacketAuxData
+    {
+        public uint Status;
+        public uint Length;
+        public uint SnapLength;
+        public ushort Mac;
+        public ushort Net;
+        public ushort VlanTci;
+        public ushort VlanTpid;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct CMsgHdr
+    {
+        public nuint Length;
+        public int Level;
+        public int Type;
+    }
+
+    /// <summary>struct epoll_event is packed on x86-64 (12 bytes).</summary>
+    [StructLayout(LayoutKind.Sequential, Pack = 4)]
+    public struct EpollEvent
+    {
+        public uint Events;
+        public ulong Data;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IfReq
+    {
+        public fixed byte Name[16];
+        public short Flags;
+        public fixed byte Pad[22];
+    }
+
+    public static ushort HostToNetwork(ushort v) => (ushort)((v >> 8) | (v << 8));
+}
+
+/// <summary>An error from a system call or setup step, with a message meant for the operator.</summary>
+public sealed class PortException : Exception
+{
+    public PortException(string message, int errno = 0) : base(message)
+    {
+        Errno = errno;
+    }
+
+    public PortException() { }
+    public PortException(string message) : base(message) { }
+    public PortException(string message, Exception inner) : base(message, inner) { }
+
+    public int Errno { get; }
+
+    internal static PortException FromErrno(string what, int errno)
+    {
+        string hint = errno is Native.EPERM or Native.EACCES
+            ? " (needs root or CAP_NET_ADMIN/CAP_NET_RAW)"
+            : "";
+        return new PortException($"{what}: {Native.ErrorText(errno)}{hint}", errno);
+    }
+}

@@ -1,0 +1,73 @@
+using System.Diagnostics;
+
+namespace VSwitch.Tap;
+
+/// <summary>
+/// Control-plane helpers for network namespaces and links, through iproute2's <c>ip</c> (off the fast path;
+/// the same steps a CNI plugin performs). Every failure becomes a <see cref="PortException"/> with ip's own message.
+/// </summary>
+public static class NetNs
+{
+    public static string IpCommand { get; set; } = "ip";
+
+    public static bool Exists(string ns) => File.Exists(Path.Combine("/run/netns", ns));
+
+    public static void Create(string ns)
+    {
+        Ip("netns", "add", ns);
+        Ip("-n", ns, "link", "set", "lo", "up");
+    }
+
+    public static void Delete(string ns) => TryIp("netns", "delete", ns);
+
+    public static bool InterfaceExists(string ifName) => File.Exists($"/sys/class/net/{ifName}/ifindex");
+
+    /// <summary>Moves <paramref name="ifName"/> into <paramref name="ns"/>, renames it, sets MTU/MAC/address and brings it up.</summary>
+    public static void PlugIntoNamespace(string ifName, string ns, string nameInNs, string? addressCidr, int mtu, string? mac)
+    {
+        Ip("link", "set", "dev", ifName, "netns", ns);
+        if (nameInNs != ifName) Ip("-n", ns, "link", "set", "dev", ifName, "name", nameInNs);
+        if (mtu > 0) Ip("-n", ns, "link", "set", "dev", nameInNs, "mtu", mtu.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (mac is not null) Ip("-n", ns, "link", "set", "dev", nameInNs, "address", mac);
+        if (addressCidr is not null) Ip("-n", ns, "addr", "add", addressCidr, "dev", nameInNs);
+        Ip("-n", ns, "link", "set", "dev", nameInNs, "up");
+        Ip("-n", ns, "link", "set", "lo", "up");
+    }
+
+    /// <summary>Brings a root-namespace interface up (and sets MTU when given).</summary>
+    public static void BringUp(string ifName, int mtu = 0)
+    {
+        if (mtu > 0) Ip("link", "set", "dev", ifName, "mtu", mtu.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Ip("link", "set", "dev", ifName, "up");
+    }
+
+    public static void Ip(params string[] args)
+    {
+        (int code, string err) = Run(args);
+        if (code != 0) throw new PortException($"'{IpCommand} {string.Join(' ', args)}' failed: {err.Trim()}");
+    }
+
+    public static bool TryIp(params string[] args) => Run(args).Code == 0;
+
+    private static (int Code, string Error) Run(string[] args)
+    {
+        var psi = new ProcessStartInfo(IpCommand) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        try
+        {
+            using Process p = Process.Start(psi) ?? throw new PortException($"cannot start '{IpCommand}'");
+            string err = p.StandardError.ReadToEnd();
+            p.StandardOutput.ReadToEnd();
+            if (!p.WaitForExit(10_000))
+            {
+                p.Kill();
+                return (-1, "timed out after 10 s");
+            }
+            return (p.ExitCode, err);
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new PortException($"cannot run '{IpCommand}' (install iproute2): {e.Message}");
+        }
+    }
+}

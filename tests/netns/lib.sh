@@ -1,0 +1,439 @@
+# shellcheck shell=bash
+#
+# Shared helpers for the network-namespace system tests and the end-to-end
+# benchmarks.  Source it from a script that runs with `set -euo pipefail`:
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# What it gives:
+#   * a cleanup stack (`cleanup CMD ARGS...`) unwound in reverse order by an
+#     EXIT trap, also on failure or on SIGINT/SIGTERM; `cleanup_scope_begin` /
+#     `cleanup_scope_end` unwind part of it early (e.g. between datapaths);
+#   * namespaces and veths that register their own removal (`ns_add`,
+#     `veth_add`, `link_to_ns`, `pod_veth`);
+#   * background processes whose PIDs are recorded and which are ended, by
+#     PID and only those, at exit (`start_bg`, `bg_pid`, `bg_wait`, `bg_stop`);
+#   * TAP-style check reporting (`expect_ok`, `expect_fail`,
+#     `assert_contains`, `pass`, `fail`) with a final tally printed as the
+#     very last line, in the exact form `N passed, N failed`;
+#   * `wait_for`, `require_root`, `require_cmd`, `vswitch_bin`.
+#
+# Nothing here touches anything it did not create.
+
+if [[ -n "${_NETNS_LIB_LOADED:-}" ]]; then
+    return 0
+fi
+_NETNS_LIB_LOADED=1
+
+NETNS_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Repository root: this file lives in <repo>/tests/netns.
+REPO="${REPO:-$(cd "$NETNS_LIB_DIR/../.." && pwd)}"
+# scapy and the JSON parsing use the system interpreter, not a pyenv one.
+PY="${PY:-/usr/bin/python3}"
+
+# ---------------------------------------------------------------- logging
+
+# log MSG...: diagnostic line on stderr, prefixed like a TAP comment.
+log() {
+    printf '# %s\n' "$*" >&2
+}
+
+# die MSG...: print an error and exit (the EXIT trap still cleans up).
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# indent_file FILE [MAX_LINES]: show a file as `#   ` comment lines (stderr).
+indent_file() {
+    local file="$1" max="${2:-60}"
+    [[ -f "$file" ]] || return 0
+    tail -n "$max" -- "$file" | sed 's/^/#   /' >&2
+}
+
+# ---------------------------------------------------------------- requirements
+
+require_root() {
+    if [[ "$(id -u)" -ne 0 ]]; then
+        die "this script must run as root (it creates network namespaces and interfaces)"
+    fi
+}
+
+# require_cmd CMD...: fail with a clear message naming every missing command.
+require_cmd() {
+    local c missing=()
+    for c in "$@"; do
+        if ! command -v "$c" >/dev/null 2>&1 && [[ ! -x "$c" ]]; then
+            missing+=("$c")
+        fi
+    done
+    if ((${#missing[@]} > 0)); then
+        die "required command(s) not found: ${missing[*]} (install them, e.g. with apt-get: iproute2 iputils-ping iperf3 tshark ethtool openvswitch-switch)"
+    fi
+}
+
+# vswitch_bin: path of the switch binary ($VSWITCH, else the published build).
+vswitch_bin() {
+    printf '%s\n' "${VSWITCH:-$REPO/out/vswitch/vswitch}"
+}
+
+# ---------------------------------------------------------------- cleanup stack
+
+_CLEANUP_STACK=()
+
+# cleanup CMD ARGS...: push a command; the EXIT trap runs the stack in reverse.
+cleanup() {
+    local quoted
+    printf -v quoted '%q ' "$@"
+    _CLEANUP_STACK+=("$quoted")
+}
+
+# cleanup_scope_begin: print the current depth of the cleanup stack.
+cleanup_scope_begin() {
+    printf '%s\n' "${#_CLEANUP_STACK[@]}"
+}
+
+# cleanup_scope_end DEPTH: run (in reverse) and pop everything pushed since
+# cleanup_scope_begin printed DEPTH.
+cleanup_scope_end() {
+    local depth="$1" i
+    for ((i = ${#_CLEANUP_STACK[@]} - 1; i >= depth; i--)); do
+        _run_cleanup_entry "${_CLEANUP_STACK[i]}"
+        unset '_CLEANUP_STACK[i]'
+    done
+    _CLEANUP_STACK=("${_CLEANUP_STACK[@]}")
+}
+
+_run_cleanup_entry() {
+    # Errors in cleanup must never stop the unwinding.
+    if [[ -n "${NETNS_DEBUG:-}" ]]; then
+        log "cleanup: $1"
+        eval "$1" || true
+    else
+        eval "$1" >/dev/null 2>&1 || true
+    fi
+}
+
+_run_cleanup_all() {
+    local i
+    for ((i = ${#_CLEANUP_STACK[@]} - 1; i >= 0; i--)); do
+        _run_cleanup_entry "${_CLEANUP_STACK[i]}"
+    done
+    _CLEANUP_STACK=()
+}
+
+# ---------------------------------------------------------------- checks / tally
+
+TESTS_PASSED=0
+TESTS_FAILED=0
+_TALLY_ENABLED=0
+
+pass() {
+    _TALLY_ENABLED=1
+    TESTS_PASSED=$((TESTS_PASSED + 1))
+    printf 'ok - %s\n' "$1"
+}
+
+# fail DESC [DETAIL_FILE]: record a failure, showing DETAIL_FILE's tail.
+fail() {
+    _TALLY_ENABLED=1
+    TESTS_FAILED=$((TESTS_FAILED + 1))
+    printf 'not ok - %s\n' "$1"
+    if [[ -n "${2:-}" ]]; then
+        indent_file "$2" 30
+    fi
+}
+
+_check_out() {
+    printf '%s/check-%s.out\n' "${NETNS_WORKDIR:-/tmp}" "$$"
+}
+
+# expect_ok DESC CMD ARGS...: pass when CMD exits 0; on failure show its output.
+expect_ok() {
+    local desc="$1" out rc=0
+    shift
+    out="$(_check_out)"
+    "$@" >"$out" 2>&1 || rc=$?
+    if ((rc == 0)); then
+        pass "$desc"
+    else
+        fail "$desc (exit $rc)" "$out"
+    fi
+    rm -f -- "$out"
+    return 0
+}
+
+# expect_fail DESC CMD ARGS...: pass when CMD exits non-zero.
+expect_fail() {
+    local desc="$1" out rc=0
+    shift
+    out="$(_check_out)"
+    "$@" >"$out" 2>&1 || rc=$?
+    if ((rc != 0)); then
+        pass "$desc"
+    else
+        fail "$desc (unexpectedly succeeded)" "$out"
+    fi
+    rm -f -- "$out"
+    return 0
+}
+
+# assert_contains DESC HAYSTACK NEEDLE: pass when NEEDLE is a substring.
+assert_contains() {
+    local desc="$1" haystack="$2" needle="$3" out
+    if [[ "$haystack" == *"$needle"* ]]; then
+        pass "$desc"
+    else
+        out="$(_check_out)"
+        printf 'expected to find: %s\nin:\n%s\n' "$needle" "$haystack" >"$out"
+        fail "$desc" "$out"
+        rm -f -- "$out"
+    fi
+    return 0
+}
+
+# finish: end the script; the EXIT trap cleans up, then prints the tally as
+# the last line.  Exit status is 1 if any check failed.
+finish() {
+    _TALLY_ENABLED=1
+    if ((TESTS_FAILED > 0)); then
+        exit 1
+    fi
+    exit 0
+}
+
+# ---------------------------------------------------------------- exit trap
+
+_on_exit() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM HUP
+    _run_cleanup_all
+    if ((_TALLY_ENABLED)); then
+        if ((rc != 0 && TESTS_FAILED == 0)); then
+            # Aborted before reporting any failure: make that visible.
+            printf 'not ok - script aborted with status %d\n' "$rc"
+            TESTS_FAILED=$((TESTS_FAILED + 1))
+        fi
+        printf '%d passed, %d failed\n' "$TESTS_PASSED" "$TESTS_FAILED"
+        if ((TESTS_FAILED > 0 && rc == 0)); then
+            rc=1
+        fi
+    fi
+    exit "$rc"
+}
+trap _on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# ---------------------------------------------------------------- work dir
+
+# make_workdir PREFIX: create a private temp dir /tmp/PREFIX.XXXXXX (removed
+# at exit) and set NETNS_WORKDIR to it.  Call it directly, not in $(...), or
+# the removal is registered in a subshell and lost.
+NETNS_WORKDIR=""
+make_workdir() {
+    NETNS_WORKDIR="$(mktemp -d "/tmp/${1:-netns}.XXXXXX")"
+    chmod 755 "$NETNS_WORKDIR"
+    cleanup rm -rf -- "$NETNS_WORKDIR"
+}
+
+# ---------------------------------------------------------------- waiting
+
+# wait_for SECONDS CMD ARGS...: poll CMD every 0.2 s until it exits 0.
+# Returns 1 if it did not within SECONDS.
+wait_for() {
+    local secs="$1" deadline
+    shift
+    deadline=$((SECONDS + secs))
+    while true; do
+        if "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------- background processes
+
+declare -A _BG_PIDS=()
+declare -A _BG_LOGS=()
+BG_PID=""
+
+# pid_alive PID: true while PID exists and is not a zombie.
+pid_alive() {
+    local pid="$1" stat
+    [[ -r "/proc/$pid/stat" ]] || return 1
+    stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat%% *}" != "Z" ]]
+}
+
+# start_bg NAME CMD ARGS...: run CMD in the background with stdout+stderr in
+# $NETNS_WORKDIR/NAME.log; record its PID (BG_PID, bg_pid NAME) and make the
+# EXIT trap end exactly that PID.
+start_bg() {
+    local name="$1" logf
+    shift
+    logf="${NETNS_WORKDIR:-/tmp}/$name.log"
+    "$@" >"$logf" 2>&1 </dev/null &
+    BG_PID=$!
+    _BG_PIDS[$name]=$BG_PID
+    _BG_LOGS[$name]=$logf
+    cleanup bg_stop "$name"
+}
+
+bg_pid() {
+    printf '%s\n' "${_BG_PIDS[$1]}"
+}
+
+bg_log() {
+    printf '%s\n' "${_BG_LOGS[$1]}"
+}
+
+# bg_wait NAME SECONDS: wait for the process to exit; return its exit status,
+# or 124 if it is still running after SECONDS.
+bg_wait() {
+    local name="$1" secs="$2" pid deadline rc=0
+    pid="${_BG_PIDS[$name]:-}"
+    [[ -n "$pid" ]] || return 127
+    deadline=$((SECONDS + secs))
+    while pid_alive "$pid"; do
+        if ((SECONDS >= deadline)); then
+            return 124
+        fi
+        sleep 0.1
+    done
+    wait "$pid" 2>/dev/null || rc=$?
+    return "$rc"
+}
+
+# bg_stop NAME [SIGNAL] [GRACE_SECONDS]: send SIGNAL (default TERM) to the
+# recorded PID, wait up to GRACE seconds (default 5), then SIGKILL it.
+bg_stop() {
+    local name="$1" sig="${2:-TERM}" grace="${3:-5}" pid
+    pid="${_BG_PIDS[$name]:-}"
+    [[ -n "$pid" ]] || return 0
+    if pid_alive "$pid"; then
+        kill -s "$sig" "$pid" 2>/dev/null || true
+        if ! bg_wait "$name" "$grace"; then
+            if pid_alive "$pid"; then
+                kill -s KILL "$pid" 2>/dev/null || true
+            fi
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+    return 0
+}
+
+# ---------------------------------------------------------------- namespaces and links
+
+# in_ns NS CMD ARGS...: run CMD inside namespace NS.
+in_ns() {
+    local ns="$1"
+    shift
+    ip netns exec "$ns" "$@"
+}
+
+# ns_add NAME: create a namespace, bring lo up, register its removal.
+ns_add() {
+    local ns="$1"
+    if ip netns list | awk '{print $1}' | grep -qxF -- "$ns"; then
+        die "namespace $ns already exists (left over from an earlier run? remove it with: ip netns del $ns)"
+    fi
+    ip netns add "$ns"
+    cleanup ip netns del "$ns"
+    in_ns "$ns" ip link set lo up
+}
+
+# link_exists IF [NS]
+link_exists() {
+    if [[ -n "${2:-}" ]]; then
+        ip -n "$2" link show dev "$1" >/dev/null 2>&1
+    else
+        ip link show dev "$1" >/dev/null 2>&1
+    fi
+}
+
+# del_link_if_exists IF: delete IF from the root namespace if it is there.
+del_link_if_exists() {
+    if link_exists "$1"; then
+        ip link del dev "$1"
+    fi
+}
+
+# veth_add A B: create a veth pair A<->B in the root namespace and register
+# removal of whichever end is still in the root namespace at exit (moving an
+# end into a namespace we delete removes the pair anyway).
+veth_add() {
+    local a="$1" b="$2"
+    if link_exists "$a" || link_exists "$b"; then
+        die "interface $a or $b already exists (left over from an earlier run?)"
+    fi
+    ip link add "$a" type veth peer name "$b"
+    cleanup del_link_if_exists "$b"
+    cleanup del_link_if_exists "$a"
+}
+
+# link_to_ns IF NS [NEWNAME]: move IF into NS, optionally renaming it.
+link_to_ns() {
+    local ifc="$1" ns="$2" new="${3:-}"
+    ip link set dev "$ifc" netns "$ns"
+    if [[ -n "$new" && "$new" != "$ifc" ]]; then
+        in_ns "$ns" ip link set dev "$ifc" name "$new"
+    fi
+}
+
+# pod_veth NS HOST_IF PEER_TMP ADDR/PLEN [MTU] [POD_IF]: veth HOST_IF (root ns,
+# up) <-> PEER_TMP, moved into NS as POD_IF (default eth0) with ADDR, up.
+pod_veth() {
+    local ns="$1" host="$2" peer="$3" addr="$4" mtu="${5:-1500}" podif="${6:-eth0}"
+    veth_add "$host" "$peer"
+    ip link set dev "$host" mtu "$mtu"
+    link_to_ns "$peer" "$ns" "$podif"
+    in_ns "$ns" ip link set dev "$podif" mtu "$mtu"
+    in_ns "$ns" ip addr add "$addr" dev "$podif"
+    in_ns "$ns" ip link set dev "$podif" up
+    ip link set dev "$host" up
+}
+
+# offloads_off IF [NS]: turn off checksum/segmentation offloads and GRO on IF
+# (one feature at a time: a device may refuse some, e.g. a TAP's fixed ones).
+# Prints the features that could not be turned off, if any.
+offloads_off() {
+    local ifc="$1" ns="${2:-}" f refused=()
+    local -a pre=()
+    if [[ -n "$ns" ]]; then
+        pre=(ip netns exec "$ns")
+    fi
+    for f in tx tso gso gro; do
+        if ! "${pre[@]}" ethtool -K "$ifc" "$f" off >/dev/null 2>&1; then
+            refused+=("$f")
+        fi
+    done
+    # Verify: anything still "on" that is not "[fixed]" is worth a note.
+    if ((${#refused[@]} > 0)); then
+        log "ethtool -K $ifc${ns:+ (in $ns)}: could not turn off: ${refused[*]}"
+    fi
+    return 0
+}
+
+# mac_of IF [NS]: print the MAC address of IF, lower case.
+mac_of() {
+    local out
+    if [[ -n "${2:-}" ]]; then
+        out="$(ip -n "$2" -o link show dev "$1")"
+    else
+        out="$(ip -o link show dev "$1")"
+    fi
+    sed -n 's/.*link\/ether \([0-9a-fA-F:]\{17\}\).*/\1/p' <<<"$out" | tr 'A-F' 'a-f'
+}
+
+# tcp_listening NS PORT: true when something listens on TCP PORT in NS.
+tcp_listening() {
+    in_ns "$1" ss -Hltn "sport = :$2" | grep -q .
+}
