@@ -451,6 +451,11 @@ if [[ -r /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
     log "note: net.bridge.bridge-nf-call-iptables=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables) (bridged IPv4 traverses netfilter; left as is)"
 fi
 
+LOAD_AT_START="$(cut -d' ' -f1 /proc/loadavg)"
+if "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$LOAD_AT_START"; then
+    log "WARNING: machine not idle (1-min load average $LOAD_AT_START): results will be noisy"
+fi
+
 START=$SECONDS
 for dp in "${SELECTED[@]}"; do
     case "$dp" in
@@ -466,7 +471,7 @@ for dp in "${SELECTED[@]}"; do
 done
 ELAPSED=$((SECONDS - START))
 
-HEADER="runs=$RUNS (median), iperf3 -t $DURATION, MTU $MTU, pod offloads off; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; elapsed ${ELAPSED}s"
+HEADER="runs=$RUNS (median), iperf3 -t $DURATION, MTU $MTU, pod offloads off; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; load average at start $LOAD_AT_START; elapsed ${ELAPSED}s"
 
 "$PY" - "$RESULTS" "$OUT" "$HEADER" "${SELECTED[@]}" <<'EOF'
 import statistics, sys
