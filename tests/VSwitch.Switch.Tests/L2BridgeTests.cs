@@ -157,6 +157,20 @@ public sealed class L2BridgeTests
     }
 
     [Fact]
+    public void A_miss_between_two_hits_in_one_batch_does_not_disturb_the_hits()
+    {
+        (Datapath dp, MemoryPort[] p) = Build();
+        p[1].Inject(Make(MacAddress.Broadcast, Mac(2)));
+        dp.RunOnce();
+        p[0].Inject(Make(Mac(2), Mac(1)));
+        p[0].Inject(Make(Mac(3), Mac(1)));
+        p[0].Inject(Make(Mac(2), Mac(1)));
+        dp.RunOnce();
+        Assert.Equal(2, p[1].Transmitted.Count(f => MacAddress.Read(f) == Mac(2)));
+        Assert.Empty(dp.Graph.Drop.NonZero());
+    }
+
+    [Fact]
     public void Frames_to_a_destination_behind_the_ingress_port_are_filtered()
     {
         (Datapath dp, MemoryPort[] p) = Build();
@@ -226,7 +240,7 @@ public sealed class L2BridgeTests
         for (int i = 0; i < 20_000; i++) dp.RunOnce();
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.Equal(0, allocated);
-        Assert.True(p[1].Counters[(int)PortCounter.TxPackets] > 1_000_000);
+        Assert.InRange(p[1].Counters[(int)PortCounter.TxPackets], 1_000_000, long.MaxValue);
     }
 }
 

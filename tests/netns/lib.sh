@@ -207,7 +207,9 @@ finish() {
 _on_exit() {
     local rc=$?
     set +e
-    trap - EXIT INT TERM HUP
+    trap - EXIT
+    # A second Ctrl-C must not cut the cleanup short.
+    trap '' INT TERM HUP
     _run_cleanup_all
     if ((_TALLY_ENABLED)); then
         if ((rc != 0 && TESTS_FAILED == 0)); then

@@ -164,10 +164,8 @@ public sealed class L2ForwardStage : Stage
                 m.OutPort = PortIds.Flood;
                 code = bcast ? Code.Broadcast : Code.Multicast;
             }
-            else if ((m.DstMac == lastMac && m.VlanId == lastVlan) || table.TryLookup(m.DstMac, m.VlanId, now, out lastOut))
+            else if ((m.DstMac == lastMac && m.VlanId == lastVlan) || LookupInto(table, ref m, now, ref lastMac, ref lastVlan, ref lastOut))
             {
-                lastMac = m.DstMac;
-                lastVlan = m.VlanId;
                 if (lastOut == m.InPort)
                 {
                     next[i] = Drop(ref m, (int)Reason.SamePort);
@@ -189,6 +187,17 @@ public sealed class L2ForwardStage : Stage
             if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
                 ctx.Trace.Add(m, Index, (int)code, m.OutPort, m.InPort, m.DstMac, m.VlanId, now);
         }
+    }
+
+    /// <summary>Looks up the destination and, on a hit, makes it the one-entry cache for the rest of the batch.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static bool LookupInto(MacTable table, ref PacketMeta m, long now, ref ulong lastMac, ref ushort lastVlan, ref ushort lastOut)
+    {
+        if (!table.TryLookup(m.DstMac, m.VlanId, now, out ushort port)) return false;
+        lastMac = m.DstMac;
+        lastVlan = m.VlanId;
+        lastOut = port;
+        return true;
     }
 
     public override string DescribeTrace(in TraceRecord r, ITraceNames names)

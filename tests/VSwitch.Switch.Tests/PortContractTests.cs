@@ -1,0 +1,263 @@
+using System.Diagnostics;
+using VSwitch.Pipeline;
+using VSwitch.Pipeline.Wire;
+using VSwitch.Tap;
+using static VSwitch.Switch.Tests.Frames;
+
+namespace VSwitch.Switch.Tests;
+
+/// <summary>The other end of a port under test: what the kernel (or test) sees.</summary>
+public interface IPortPeer : IDisposable
+{
+    void Send(byte[] frame);
+    /// <summary>Frames the port transmitted that carry the test EtherType.</summary>
+    List<byte[]> Drain(int expected, TimeSpan timeout);
+}
+
+/// <summary>One contract, every port type: batched receive into slab slots, batched send, counters, VLAN tags intact,
+/// an empty receive returns at once, sizes from minimum to MTU.</summary>
+public abstract class PortContract : IDisposable
+{
+    protected abstract (IPacketPort Port, IPortPeer Peer) Create();
+
+    private readonly IPacketPort _port;
+    private readonly IPortPeer _peer;
+    private readonly PacketSlab _slab = new(512);
+
+    protected PortContract()
+    {
+        (_port, _peer) = Create();
+    }
+
+    private List<byte[]> ReceiveFromPort(int expected, TimeSpan timeout)
+    {
+        var got = new List<byte[]>();
+        var batch = new PacketBatch(256);
+        var sw = Stopwatch.StartNew();
+        while (got.Count < expected && sw.Elapsed < timeout)
+        {
+            int n = _port.Receive(_slab, batch, 256);
+            foreach (int slot in batch.AsSpan())
+            {
+                byte[] f = _slab.Frame(slot).ToArray();
+                if (IsTest(f)) got.Add(f);
+                Assert.Equal(_port.Id, _slab.Meta[slot].InPort);
+                _slab.Free(slot);
+            }
+            batch.Clear();
+            if (n == 0) Thread.Sleep(1);
+        }
+        return got;
+    }
+
+    internal static bool IsTest(byte[] f)
+    {
+        if (f.Length < 14) return false;
+        int o = f[12] == 0x81 && f[13] == 0x00 ? 16 : 12;
+        return f.Length >= o + 2 && f[o] == 0x88 && f[o + 1] == 0xB5;
+    }
+
+    [Fact]
+    public void Receives_a_burst_in_batches_with_bytes_intact()
+    {
+        var sent = new List<byte[]>();
+        for (int i = 0; i < 100; i++)
+        {
+            byte[] f = Make(Mac(2), Mac(1), length: 60 + i * 14, fill: (byte)i);
+            sent.Add(f);
+            _peer.Send(f);
+        }
+        List<byte[]> got = ReceiveFromPort(100, TimeSpan.FromSeconds(5));
+        Assert.Equal(sent.Count, got.Count);
+        for (int i = 0; i < sent.Count; i++) Assert.Equal(sent[i], got[i]);
+        Assert.InRange(_port.Counters[(int)PortCounter.RxPackets], 100, long.MaxValue);
+    }
+
+    [Fact]
+    public void Sends_a_batch_with_bytes_intact_and_counts_it()
+    {
+        var slots = new List<int>();
+        var sent = new List<byte[]>();
+        foreach (int len in new[] { 60, 61, 128, 1000, 1514 })
+        {
+            byte[] f = Make(Mac(3), Mac(4), length: len, fill: (byte)len);
+            sent.Add(f);
+            Assert.True(_slab.TryAllocFrame(f, out int slot));
+            slots.Add(slot);
+        }
+        Assert.Equal(sent.Count, _port.Send(_slab, slots.ToArray()));
+        List<byte[]> got = _peer.Drain(sent.Count, TimeSpan.FromSeconds(5));
+        Assert.Equal(sent.Count, got.Count);
+        for (int i = 0; i < sent.Count; i++) Assert.Equal(sent[i], got[i]);
+        Assert.Equal(sent.Count, _port.Counters[(int)PortCounter.TxPackets]);
+        Assert.Equal(sent.Sum(f => (long)f.Length), _port.Counters[(int)PortCounter.TxBytes]);
+    }
+
+    [Fact]
+    public void Vlan_tagged_frames_cross_with_the_tag_in_place()
+    {
+        byte[] f = Make(Mac(2), Mac(1), length: 100, vlan: 0x2064); // PCP 1, VID 100
+        _peer.Send(f);
+        byte[] got = Assert.Single(ReceiveFromPort(1, TimeSpan.FromSeconds(5)));
+        Assert.Equal(f, got);
+    }
+
+    [Fact]
+    public void Receive_with_nothing_waiting_returns_zero_at_once()
+    {
+        var batch = new PacketBatch(64);
+        var sw = Stopwatch.StartNew();
+        int n = 0;
+        // Drain anything the kernel emitted on link-up, then the queue is empty.
+        for (int i = 0; i < 50; i++)
+        {
+            n = _port.Receive(_slab, batch, 64);
+            foreach (int s in batch.AsSpan()) _slab.Free(s);
+            batch.Clear();
+        }
+        Assert.Equal(0, n);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(2));
+        Assert.Equal(512, _slab.FreeCount);
+    }
+
+    public void Dispose()
+    {
+        _port.Dispose();
+        _peer.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
+
+public sealed class MemoryPortContract : PortContract
+{
+    private sealed class Peer(MemoryPort port) : IPortPeer
+    {
+        public void Send(byte[] frame) => port.Inject(frame);
+        public List<byte[]> Drain(int expected, TimeSpan timeout) => port.Transmitted.Where(PortContract.IsTest).ToList();
+        public void Dispose() { }
+    }
+
+    protected override (IPacketPort, IPortPeer) Create()
+    {
+        var p = new MemoryPort("mem");
+        return (p, new Peer(p));
+    }
+}
+
+/// <summary>Kernel-side peer: an AF_PACKET port on the interface the port under test is attached to (or its veth peer).</summary>
+internal sealed class KernelPeer : IPortPeer
+{
+    private readonly AfPacketPort _raw;
+    private readonly PacketSlab _slab = new(512);
+    private readonly Action _cleanup;
+
+    public KernelPeer(string ifName, Action cleanup)
+    {
+        _raw = AfPacketPort.Open("peer", ifName);
+        _cleanup = cleanup;
+    }
+
+    public void Send(byte[] frame)
+    {
+        Assert.True(_slab.TryAllocFrame(frame, out int slot));
+        Assert.Equal(1, _raw.Send(_slab, [slot]));
+        _slab.Free(slot);
+    }
+
+    public List<byte[]> Drain(int expected, TimeSpan timeout)
+    {
+        var got = new List<byte[]>();
+        var batch = new PacketBatch(256);
+        var sw = Stopwatch.StartNew();
+        while (got.Count < expected && sw.Elapsed < timeout)
+        {
+            int n = _raw.Receive(_slab, batch, 256);
+            foreach (int s in batch.AsSpan())
+            {
+                byte[] f = _slab.Frame(s).ToArray();
+                if (PortContract.IsTest(f)) got.Add(f);
+                _slab.Free(s);
+            }
+            batch.Clear();
+            if (n == 0) Thread.Sleep(1);
+        }
+        return got;
+    }
+
+    public void Dispose()
+    {
+        _raw.Dispose();
+        _cleanup();
+    }
+}
+
+internal static class Links
+{
+    private static int _seq;
+
+    /// <summary>Interface names unique to this test process (root namespace, no addresses, IPv6 off: no host traffic).</summary>
+    public static string Name(string kind) => $"vst{kind}{Environment.ProcessId % 10000}{Interlocked.Increment(ref _seq)}";
+
+    public static void Quiet(string ifName)
+    {
+        File.WriteAllText($"/proc/sys/net/ipv6/conf/{ifName}/disable_ipv6", "1");
+        NetNs.BringUp(ifName);
+    }
+}
+
+public sealed class TapPortContract : PortContract
+{
+    protected override (IPacketPort, IPortPeer) Create()
+    {
+        string name = Links.Name("t");
+        TapPort tap = TapPort.Open("tap", name);
+        Assert.True(tap.Created);
+        Links.Quiet(name);
+        return (tap, new KernelPeer(name, () => { }));
+    }
+}
+
+public sealed class AfPacketPortContract : PortContract
+{
+    protected override (IPacketPort, IPortPeer) Create()
+    {
+        string a = Links.Name("a"), b = Links.Name("b");
+        NetNs.Ip("link", "add", a, "type", "veth", "peer", "name", b);
+        try
+        {
+            Links.Quiet(a);
+            Links.Quiet(b);
+            return (AfPacketPort.Open("afp", a), new KernelPeer(b, () => NetNs.TryIp("link", "del", a)));
+        }
+        catch
+        {
+            NetNs.TryIp("link", "del", a);
+            throw;
+        }
+    }
+}
+
+public sealed class PortErrorTests
+{
+    [Fact]
+    public void AfPacket_on_a_missing_interface_is_a_clear_error()
+    {
+        PortException e = Assert.Throws<PortException>(() => AfPacketPort.Open("x", "vst-missing0"));
+        Assert.Contains("does not exist", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Tap_with_an_invalid_name_is_a_clear_error()
+    {
+        PortException e = Assert.Throws<PortException>(() => TapPort.Open("x", "this-name-is-way-too-long"));
+        Assert.Contains("not a valid interface name", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Tap_closes_and_the_device_disappears()
+    {
+        string name = Links.Name("d");
+        using (TapPort.Open("t", name)) Assert.True(NetNs.InterfaceExists(name));
+        Assert.False(NetNs.InterfaceExists(name));
+    }
+}
