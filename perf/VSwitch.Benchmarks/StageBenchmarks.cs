@@ -94,7 +94,9 @@ public class StageBenchmarks : BatchBenchmark
 /// port-rx → ethernet-parse → l2-learn → l2-forward → port-tx (batched send to a counting port) → free.</summary>
 [MemoryDiagnoser]
 [Config(typeof(Cfg))]
+#pragma warning disable CA1001 // disposed in [GlobalCleanup], the BenchmarkDotNet way
 public class PipelineBenchmarks : BatchBenchmark
+#pragma warning restore CA1001
 {
     private sealed class Cfg : ManualConfig
     {
@@ -129,6 +131,9 @@ public class PipelineBenchmarks : BatchBenchmark
         }
         for (int i = 0; i < 1000; i++) _dp.RunOnce(); // learn everything
     }
+
+    [GlobalCleanup]
+    public void Cleanup() => _dp.Dispose();
 
     /// <summary>One batch per port: 4 × 64 packets.</summary>
     [Benchmark(OperationsPerInvoke = Batch * 4, Description = "whole L2 pipeline (memory ports)")]

@@ -161,17 +161,21 @@ public sealed class ControlHandler
         var sb = new StringBuilder();
         StageGraph g = Datapath.Graph;
         double freq = Datapath.Time.TimestampFrequency;
+        long first = -1;
         foreach (uint id in ids)
         {
-            sb.Append(CultureInfo.InvariantCulture, $"Packet {id}\n");
-            long t0 = -1;
+            bool header = false;
             foreach (TraceRecord r in records)
             {
                 if (r.TraceId != id) continue;
-                if (t0 < 0) t0 = r.Timestamp;
+                if (!header)
+                {
+                    if (first < 0) first = r.Timestamp;
+                    sb.Append(CultureInfo.InvariantCulture, $"Packet {id}  (+{(r.Timestamp - first) / freq:F6} s)\n");
+                    header = true;
+                }
                 Stage s = g.Stages[r.Stage];
-                double us = (r.Timestamp - t0) * 1e6 / freq;
-                sb.Append(CultureInfo.InvariantCulture, $"  {us,8:F1}us {s.Name,-15} {s.DescribeTrace(r, Datapath.Ports)}\n");
+                sb.Append(CultureInfo.InvariantCulture, $"  {s.Name,-15} {s.DescribeTrace(r, Datapath.Ports)}\n");
             }
             sb.Append('\n');
         }
