@@ -31,7 +31,7 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=../../tests/netns/lib.sh
+# shellcheck source-path=SCRIPTDIR source=../../tests/netns/lib.sh
 . "$SCRIPT_DIR/../../tests/netns/lib.sh"
 
 ALL_DATAPATHS="bridge,ovs,vswitch,vswitch-afpacket"
@@ -451,9 +451,19 @@ if [[ -r /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
     log "note: net.bridge.bridge-nf-call-iptables=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables) (bridged IPv4 traverses netfilter; left as is)"
 fi
 
-LOAD_AT_START="$(cut -d' ' -f1 /proc/loadavg)"
-if "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$LOAD_AT_START"; then
-    log "WARNING: machine not idle (1-min load average $LOAD_AT_START): results will be noisy"
+# Is anything else busy right now?  CPU use over one second from /proc/stat
+# (the load average lags by a minute and stays high after a previous run).
+BUSY_AT_START="$("$PY" - <<'EOF'
+import time
+def sample():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+t0, i0 = sample(); time.sleep(1); t1, i1 = sample()
+print("%.0f" % (100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
+EOF
+)"
+if ((BUSY_AT_START > 10)); then
+    log "WARNING: machine not idle (${BUSY_AT_START}% CPU busy before starting): results will be noisy"
 fi
 
 START=$SECONDS
@@ -471,7 +481,7 @@ for dp in "${SELECTED[@]}"; do
 done
 ELAPSED=$((SECONDS - START))
 
-HEADER="runs=$RUNS (median), iperf3 -t $DURATION, MTU $MTU, pod offloads off; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; load average at start $LOAD_AT_START; elapsed ${ELAPSED}s"
+HEADER="runs=$RUNS (median), iperf3 -t $DURATION, MTU $MTU, pod offloads off; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; CPU busy before start ${BUSY_AT_START}%; elapsed ${ELAPSED}s"
 
 "$PY" - "$RESULTS" "$OUT" "$HEADER" "${SELECTED[@]}" <<'EOF'
 import statistics, sys

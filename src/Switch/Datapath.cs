@@ -14,6 +14,9 @@ public sealed record DatapathOptions
     public TimeSpan MacAging { get; init; } = TimeSpan.FromSeconds(300);
     public MacTableFullPolicy MacTableFullPolicy { get; init; } = MacTableFullPolicy.Flood;
     public TimeSpan SweepInterval { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>After traffic, keep polling without sleeping for this long before blocking in epoll again
+    /// (like the kernel's busy_poll): saves a sleep/wake-up per packet under load. Zero disables it.</summary>
+    public TimeSpan BusyPoll { get; init; } = TimeSpan.Zero;
 }
 
 /// <summary>
@@ -119,9 +122,12 @@ public sealed class Datapath : IDisposable
         Span<ulong> ready = stackalloc ulong[64];
         Span<int> active = stackalloc int[64];
         Epoll ep = _epoll!;
+        long busyTicks = (long)(Options.BusyPoll.TotalSeconds * Time.TimestampFrequency);
+        long lastTraffic = long.MinValue / 2;
         while (!_stop)
         {
-            int n = ep.Wait(ready, 200, out _);
+            bool spinning = busyTicks > 0 && Time.GetTimestamp() - lastTraffic < busyTicks;
+            int n = ep.Wait(ready, spinning ? 0 : 200, out _);
             DrainCommands();
             // Serve ready ports in rounds until none returns a full batch (bounded, so commands and sweeps keep running).
             int a = 0;
@@ -132,7 +138,9 @@ public sealed class Datapath : IDisposable
                 for (int i = 0; i < a; i++)
                 {
                     IPacketPort port = Ports[active[i]]!;
-                    if (Poll(port) == Options.BatchSize) active[still++] = active[i];
+                    int got = Poll(port);
+                    if (got > 0) lastTraffic = Context.Now;
+                    if (got == Options.BatchSize) active[still++] = active[i];
                 }
                 a = still;
             }

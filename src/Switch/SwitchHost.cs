@@ -24,6 +24,7 @@ public sealed partial class SwitchHost : IDisposable
         {
             BatchSize = config.Datapath.BatchSize,
             Slots = config.Datapath.Slots,
+            BusyPoll = TimeSpan.FromMicroseconds(config.Datapath.BusyPollMicros),
             MacTableSize = config.Bridge.MacTableSize,
             MacAging = TimeSpan.FromSeconds(config.Bridge.MacAgingSeconds),
             MacTableFullPolicy = policy,

@@ -47,6 +47,8 @@ public sealed class DatapathConfig
 {
     public int BatchSize { get; set; } = 64;
     public int Slots { get; set; } = 4096;
+    /// <summary>Microseconds to keep polling after traffic before sleeping in epoll (0 = always sleep).</summary>
+    public int BusyPollMicros { get; set; }
 }
 
 public sealed class PortConfig
@@ -188,6 +190,7 @@ public static class ConfigLoader
         if (c.Bridge.MacTableSize is < 1 or > 1 << 22) errors.Add($"bridge.macTableSize: {c.Bridge.MacTableSize} is out of range 1..4194304");
         if (!TryParsePolicy(c.Bridge.MacTableFullPolicy, out _)) errors.Add($"bridge.macTableFullPolicy: '{c.Bridge.MacTableFullPolicy}' is not one of flood, drop");
         if (c.Datapath.BatchSize is < 1 or > 256) errors.Add($"datapath.batchSize: {c.Datapath.BatchSize} is out of range 1..256");
+        if (c.Datapath.BusyPollMicros is < 0 or > 1_000_000) errors.Add($"datapath.busyPollMicros: {c.Datapath.BusyPollMicros} is out of range 0..1000000");
         if (c.Datapath.Slots is < 256 or > 1 << 20) errors.Add($"datapath.slots: {c.Datapath.Slots} is out of range 256..1048576");
         if (c.Ports.Count == 0) errors.Add("ports: at least one port is required");
         var names = new HashSet<string>(StringComparer.Ordinal);
