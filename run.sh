@@ -132,7 +132,7 @@ bench() {
     say "stage benchmarks (BenchmarkDotNet, ns/packet, allocations)"
     dotnet run -c Release --project perf/VSwitch.Benchmarks -- --filter '*' "$@"
     say "end-to-end: Linux bridge vs Open vSwitch netdev vs VSwitch"
-    VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --out docs/bench-l2.md
+    VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --out out/bench-l2.md
 }
 
 case "${1:-demo}" in
