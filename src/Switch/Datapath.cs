@@ -31,7 +31,6 @@ public sealed class Datapath : IDisposable
     private Thread? _thread;
     private Epoll? _epoll;
     private volatile bool _stop;
-    private long _lastSweep;
     private long _nextSweep;
 
     public Datapath(DatapathOptions options, TimeProvider? time = null)
@@ -99,7 +98,6 @@ public sealed class Datapath : IDisposable
     {
         long now = Time.GetTimestamp();
         if (now < _nextSweep) return;
-        _lastSweep = now;
         _nextSweep = now + (long)(Options.SweepInterval.TotalSeconds * Time.TimestampFrequency);
         AgedOut += Macs.Sweep(now);
     }
