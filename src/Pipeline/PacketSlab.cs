@@ -79,9 +79,6 @@ public sealed unsafe class PacketSlab
         return new Span<byte>(_data, BaseOffset + slot * SlotSize + m.Offset, m.Length);
     }
 
-    /// <summary>The whole slot, headroom included.</summary>
-    public Span<byte> Slot(int slot) => new(_data, BaseOffset + slot * SlotSize, SlotSize);
-
     /// <summary>Copies a frame into a freshly allocated slot at the default headroom. For tests, memory ports and control code.</summary>
     public bool TryAllocFrame(ReadOnlySpan<byte> frame, out int slot)
     {

@@ -16,7 +16,6 @@ public sealed class WorkerContext
     /// <summary>Timestamp (<see cref="TimeProvider.GetTimestamp"/> units) read once per input batch.</summary>
     public long Now { get; set; }
     public long TicksPerSecond => Time.TimestampFrequency;
-    public int WorkerIndex { get; init; }
 }
 
 /// <summary>Names the trace formatter may need (ports by id).</summary>

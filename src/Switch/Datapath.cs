@@ -190,10 +190,11 @@ public sealed class Datapath : IDisposable
         _thread.Join();
     }
 
+    /// <summary>Stops the worker and releases its epoll set. Ports belong to whoever opened them.</summary>
     public void Dispose()
     {
         Stop();
         _epoll?.Dispose();
-        foreach (IPacketPort p in Ports.All()) p.Dispose();
+        _epoll = null;
     }
 }

@@ -60,10 +60,6 @@ public sealed partial class SwitchHost : IDisposable
             IPacketPort port = OpenPort(pc, $"ports[{i}]");
             Datapath.AddPort(port);
         }
-        _undo.Push(("ports", () =>
-        {
-            foreach (IPacketPort p in Datapath.Ports.All()) p.Dispose();
-        }));
         for (int i = 0; i < Config.Bridge.StaticMacs.Count; i++)
         {
             StaticMacConfig s = Config.Bridge.StaticMacs[i];
@@ -75,7 +71,7 @@ public sealed partial class SwitchHost : IDisposable
         Control.Start();
         _undo.Push(("control socket", () => Control.Dispose()));
         Datapath.Start();
-        _undo.Push(("worker", Datapath.Stop));
+        _undo.Push(("worker", Datapath.Dispose));
     }
 
     private IPacketPort OpenPort(PortConfig pc, string at)
@@ -87,6 +83,7 @@ public sealed partial class SwitchHost : IDisposable
                 throw new PortException($"{at}.interface: interface '{ifName}' does not exist in the switch's network namespace");
             NetNs.BringUp(ifName);
             AfPacketPort ap = AfPacketPort.Open(pc.Name!, ifName);
+            _undo.Push(($"af-packet {ifName}", ap.Dispose));
             LogPortOpened(pc.Name!, "af-packet", ifName, "");
             return ap;
         }
@@ -107,7 +104,6 @@ public sealed partial class SwitchHost : IDisposable
         {
             throw new PortException($"{at}: {e.Message}", e.Errno);
         }
-        // Until the port joins the datapath, an error below must still close it.
         _undo.Push(($"tap {ifName}", tap.Dispose));
         if (pc.Namespace is { } target)
         {

@@ -10,19 +10,13 @@ namespace VSwitch.Switch.Control;
 public sealed class ControlHandler
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(5);
-    private readonly SwitchHost? _host;
+    private readonly SwitchHost _host;
 
     public ControlHandler(SwitchHost host)
     {
         _host = host;
         Datapath = host.Datapath;
         NodeName = host.NodeName;
-    }
-
-    public ControlHandler(Datapath datapath, string nodeName)
-    {
-        Datapath = datapath;
-        NodeName = nodeName;
     }
 
     public Datapath Datapath { get; }
@@ -96,7 +90,7 @@ public sealed class ControlHandler
         sb.Append(CultureInfo.InvariantCulture, $"batch size: {Datapath.Options.BatchSize}\n");
         sb.Append(CultureInfo.InvariantCulture, $"mac table:  {Datapath.Macs.Count}/{Datapath.Macs.MaxEntries}, aging {Datapath.Options.MacAging.TotalSeconds:F0} s\n");
         sb.Append(CultureInfo.InvariantCulture, $"buffers:    {Datapath.Slab.FreeCount}/{Datapath.Slab.Capacity} free\n");
-        if (_host is not null) sb.Append(CultureInfo.InvariantCulture, $"socket:     {_host.Config.Control.Socket}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"socket:     {_host.Config.Control.Socket}\n");
         return sb.ToString();
     }
 

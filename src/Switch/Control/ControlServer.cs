@@ -106,6 +106,12 @@ public sealed partial class ControlServer : IDisposable
                     {
                         response = $"error: {e.Message}\n";
                     }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        // A failing command must never take the data plane down with it.
+                        LogCommandFailed(line, e.ToString());
+                        response = $"error: internal error running '{line}': {e.GetBaseException().Message}\n";
+                    }
                 }
                 byte[] bytes = Encoding.UTF8.GetBytes(response);
                 stream.Write(bytes);
@@ -127,6 +133,9 @@ public sealed partial class ControlServer : IDisposable
         }
         catch (IOException) { }
     }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "control command '{Command}' failed: {Error}")]
+    private partial void LogCommandFailed(string command, string error);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "control client failed: {Error}")]
     private partial void LogClientFailed(string error);

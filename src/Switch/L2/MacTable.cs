@@ -165,21 +165,6 @@ public sealed class MacTable
         return removed;
     }
 
-    /// <summary>Removes every dynamic entry on <paramref name="port"/> (port deleted or flushed).</summary>
-    public int FlushPort(ushort port)
-    {
-        int removed = 0;
-        for (int i = 0; i <= _mask; i++)
-        {
-            while (_entries[i].Key != 0 && _entries[i].Port == port && (_entries[i].Flags & StaticFlag) == 0)
-            {
-                RemoveAt(i);
-                removed++;
-            }
-        }
-        return removed;
-    }
-
     private void RemoveAt(int i)
     {
         Entry[] e = _entries;
