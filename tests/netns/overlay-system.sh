@@ -679,7 +679,7 @@ for n in "${VS_NODES[@]}"; do
     done
     cli_check "node-$n: routes has the local $(pod_cidr "$n")" "$routes" "$(pod_cidr "$n")"
     counters="$(vs "$n" counters 2>&1 || true)"
-    for stage in ip4-lookup vxlan-encap vxlan-decap; do
+    for stage in ip4-route vxlan-encap vxlan-decap; do
         cli_check "node-$n: counters show stage $stage" "$counters" "$stage"
     done
 done
@@ -688,7 +688,7 @@ if ((${#VS_NODES[@]} > 0)); then
     expect_ok "node-1: trace add 5" vs 1 trace add 5
     in_ns "${POD_NS[1a]}" timeout 5 ping -c 1 -W 1 "${POD_IP[4a]}" >/dev/null 2>&1 || true
     trace_out="$(vs 1 trace show 2>&1 || true)"
-    assert_contains "node-1: trace of a ping to node-4 shows ip4-lookup" "$trace_out" "ip4-lookup"
+    assert_contains "node-1: trace of a ping to node-4 shows ip4-route" "$trace_out" "ip4-route"
     assert_contains "node-1: trace of a ping to node-4 shows vxlan-encap" "$trace_out" "vxlan-encap"
 fi
 
