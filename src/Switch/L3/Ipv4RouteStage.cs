@@ -161,6 +161,8 @@ public sealed class Ipv4RouteStage : Stage
                     }
                     outPort = n.Port;
                     nextMac = n.Mac;
+                    // The node and its pods share the pod subnet (as with cni0): node → pod is not a routing hop.
+                    decrement = m.InPort != router.HostPort;
                     Counters.Add((int)Counter.ToPod);
                     break;
                 }
