@@ -1,7 +1,10 @@
 using System.Collections.Concurrent;
+using VSwitch.Encap;
 using VSwitch.Pipeline;
 using VSwitch.Pipeline.Stages;
+using VSwitch.Pipeline.Wire;
 using VSwitch.Switch.L2;
+using VSwitch.Switch.L3;
 using VSwitch.Tap;
 
 namespace VSwitch.Switch;
@@ -17,6 +20,10 @@ public sealed record DatapathOptions
     /// <summary>After traffic, keep polling without sleeping for this long before blocking in epoll again
     /// (like the kernel's busy_poll): saves a sleep/wake-up per packet under load. Zero disables it.</summary>
     public TimeSpan BusyPoll { get; init; } = TimeSpan.Zero;
+    /// <summary>Routing (gateway, ARP, IPv4 forwarding); null for a plain L2 switch.</summary>
+    public RouterOptions? Router { get; init; }
+    /// <summary>VXLAN overlay to other nodes; null for none.</summary>
+    public OverlayOptions? Overlay { get; init; }
 }
 
 /// <summary>
@@ -43,15 +50,24 @@ public sealed class Datapath : IDisposable
         long agingTicks = (long)(options.MacAging.TotalSeconds * Time.TimestampFrequency);
         Macs = new MacTable(options.MacTableSize, agingTicks);
         Ports = new PortTable();
-        Graph = new StageGraph(
-        [
-            new PortRxStage(),
-            new EthernetParseStage(),
-            new L2LearnStage(Macs, options.MacTableFullPolicy),
-            new L2ForwardStage(Macs),
-            new PortTxStage(Ports),
-            new DropStage(),
-        ], options.BatchSize);
+        if (options.Overlay is { } ovo) Overlay = new Overlay(ovo, (long)(ovo.FdbAging.TotalSeconds * Time.TimestampFrequency));
+        if (options.Router is { } ro) Router = new Router(ro, Time.TimestampFrequency) { Overlay = Overlay };
+        string output = Overlay is null ? "port-tx" : "vxlan-encap";
+        var stages = new List<Stage> { new PortRxStage("ethernet-parse", Ports, Overlay is null ? null : "vxlan-decap") };
+        if (Overlay is not null) stages.Add(new VxlanDecapStage(Overlay));
+        stages.Add(new EthernetParseStage());
+        stages.Add(new L2LearnStage(Macs, options.MacTableFullPolicy));
+        stages.Add(new L2ForwardStage(Macs, output, Router?.RouterMac ?? 0));
+        if (Router is not null)
+        {
+            stages.Add(new ArpStage(Router, Ports, output));
+            stages.Add(new Ipv4RouteStage(Router, output));
+        }
+        if (Overlay is not null) stages.Add(new VxlanEncapStage(Overlay, Ports));
+        stages.Add(new PortTxStage(Ports));
+        stages.Add(new DropStage());
+        Graph = new StageGraph(stages, options.BatchSize);
+        Router?.RebuildRoutes();
         _rx = new PacketBatch(options.BatchSize);
         StartedAt = Time.GetTimestamp();
         _nextSweep = StartedAt;
@@ -64,15 +80,38 @@ public sealed class Datapath : IDisposable
     public MacTable Macs { get; }
     public PortTable Ports { get; }
     public StageGraph Graph { get; }
+    public Router? Router { get; }
+    public Overlay? Overlay { get; }
     public long StartedAt { get; }
     public bool IsRunning => _thread is not null;
     /// <summary>Entries removed by aging sweeps.</summary>
     public long AgedOut { get; private set; }
 
-    public ushort AddPort(IPacketPort port)
+    public ushort AddPort(IPacketPort port, PortRole role = PortRole.Access)
     {
         if (IsRunning) throw new InvalidOperationException("ports are added before the worker starts");
-        return Ports.Add(port);
+        if (role == PortRole.Tunnel && Overlay is null) throw new InvalidOperationException("a tunnel port needs an overlay");
+        if (role == PortRole.Host && Router is null) throw new InvalidOperationException("a host port needs routing (a pod CIDR)");
+        if (role != PortRole.Access && Ports.All().Any(p => Ports.Role(p.Id) == role)) throw new InvalidOperationException($"only one {role} port");
+        ushort id = Ports.Add(port, role);
+        if (role == PortRole.Tunnel)
+        {
+            Overlay!.TunnelPort = id;
+            if (Router is not null) Router.TunnelPort = id;
+        }
+        if (role == PortRole.Host) Router!.HostPort = id;
+        Router?.RebuildRoutes();
+        return id;
+    }
+
+    /// <summary>Adds an overlay peer (and its pod subnet route). Before the worker starts.</summary>
+    public int AddPeer(string name, Ipv4Address address, Ipv4Prefix? podCidr, MacAddress vtepMac)
+    {
+        if (IsRunning) throw new InvalidOperationException("peers are added before the worker starts");
+        if (Overlay is null) throw new InvalidOperationException("no overlay configured");
+        int i = Overlay.AddPeer(name, address, podCidr, vtepMac);
+        Router?.RebuildRoutes();
+        return i;
     }
 
     /// <summary>Polls every port once and runs what arrived through the graph (tests, benchmarks, memory ports).
@@ -100,6 +139,8 @@ public sealed class Datapath : IDisposable
         if (now < _nextSweep) return;
         _nextSweep = now + (long)(Options.SweepInterval.TotalSeconds * Time.TimestampFrequency);
         AgedOut += Macs.Sweep(now);
+        if (Overlay is not null) AgedOut += Overlay.Sweep(now);
+        if (Router is not null) Router.Neighbors.Sweep(now, (long)(Router.Options.NeighborTimeout.TotalSeconds * Time.TimestampFrequency));
     }
 
     public void Start()

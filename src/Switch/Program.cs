@@ -50,6 +50,9 @@ internal static partial class Cli
         AddQuery(root, socket, "status", "Node, uptime, table sizes");
         AddQuery(root, socket, "ports", "Ports with rx/tx/drop/error counters");
         AddQuery(root, socket, "mac", "The MAC table: MAC, VLAN, port, age");
+        AddQuery(root, socket, "routes", "The IPv4 route table: prefix, kind (local, connected, peer, host, unreachable), next hop");
+        AddQuery(root, socket, "neighbors", "The ARP neighbor table: address, MAC, port, state, age");
+        AddQuery(root, socket, "peers", "Overlay peers (address, pod CIDR, VTEP MAC, traffic) and the overlay forwarding table (inner MAC -> peer)");
         AddQuery(root, socket, "counters", "Per-stage packet counts, stage events and drops by (stage, reason)");
         AddQuery(root, socket, "metrics", "All counters in Prometheus text format");
 

@@ -1,7 +1,11 @@
 using Microsoft.Extensions.Logging;
+using System.Globalization;
+using VSwitch.Encap;
 using VSwitch.Pipeline;
+using VSwitch.Pipeline.Stages;
 using VSwitch.Pipeline.Wire;
 using VSwitch.Switch.Config;
+using VSwitch.Switch.L3;
 using VSwitch.Tap;
 
 namespace VSwitch.Switch;
@@ -28,9 +32,43 @@ public sealed partial class SwitchHost : IDisposable
             MacTableSize = config.Bridge.MacTableSize,
             MacAging = TimeSpan.FromSeconds(config.Bridge.MacAgingSeconds),
             MacTableFullPolicy = policy,
+            Router = BuildRouterOptions(config),
+            Overlay = BuildOverlayOptions(config),
         });
         NodeName = config.Node.Name ?? Environment.MachineName;
     }
+
+    private static RouterOptions? BuildRouterOptions(SwitchConfig c)
+    {
+        if (c.Node.PodCidr is null) return null;
+        _ = ConfigLoader.TryParseNetwork(c.Node.PodCidr, out Ipv4Prefix pod);
+        _ = ConfigLoader.TryParseNetwork(c.Node.ClusterCidr, out Ipv4Prefix cluster);
+        return new RouterOptions
+        {
+            PodCidr = pod,
+            ClusterCidr = cluster,
+            RouterMac = c.Node.RouterMac is { } m ? MacAddress.Parse(m) : RouterOptions.DefaultRouterMac(pod),
+            OverlayMtu = c.Overlay is { } o ? o.UnderlayMtu - OverlayPeer.Overhead : 1500,
+        };
+    }
+
+    private static OverlayOptions? BuildOverlayOptions(SwitchConfig c)
+    {
+        if (c.Overlay is not { } o) return null;
+        return new OverlayOptions
+        {
+            LocalAddress = Ipv4Address.Parse(o.LocalAddress!),
+            UdpPort = (ushort)o.Port,
+            Vni = (uint)o.Vni,
+            UnderlayMtu = o.UnderlayMtu,
+            Learning = o.Learning,
+            AcceptUnknownPeers = o.AcceptUnknownPeers,
+            FdbAging = TimeSpan.FromSeconds(o.FdbAgingSeconds),
+        };
+    }
+
+    /// <summary>The MTU pods get unless their port says otherwise: the overlay's inner MTU, else 1500.</summary>
+    public int DefaultPodMtu => Config.Overlay is { } o ? o.UnderlayMtu - OverlayPeer.Overhead : 1500;
 
     public SwitchConfig Config { get; }
     public Datapath Datapath { get; }
@@ -58,8 +96,14 @@ public sealed partial class SwitchHost : IDisposable
         {
             PortConfig pc = Config.Ports[i];
             IPacketPort port = OpenPort(pc, $"ports[{i}]");
-            Datapath.AddPort(port);
+            ushort id = Datapath.AddPort(port);
+            // Pods the switch created are its neighbors from the start (as a CNI plugin knows what it configured).
+            if (Datapath.Router is { } r && pc.Address is not null && pc.Mac is not null
+                && Ipv4Prefix.TryParse(pc.Address, out _, out Ipv4Address ip) && r.Options.PodCidr.Contains(ip))
+                r.Neighbors.AddPermanent(ip, MacAddress.Parse(pc.Mac), id);
         }
+        if (Config.Host is { } host) OpenHostPort(host);
+        if (Config.Overlay is { } overlay) OpenOverlay(overlay);
         for (int i = 0; i < Config.Bridge.StaticMacs.Count; i++)
         {
             StaticMacConfig s = Config.Bridge.StaticMacs[i];
@@ -72,6 +116,59 @@ public sealed partial class SwitchHost : IDisposable
         _undo.Push(("control socket", () => Control.Dispose()));
         Datapath.Start();
         _undo.Push(("worker", Datapath.Dispose));
+    }
+
+    private void OpenHostPort(HostConfig host)
+    {
+        Router router = Datapath.Router!;
+        RouterOptions ro = router.Options;
+        string ifName = host.Interface!;
+        MacAddress mac = host.Mac is { } m ? MacAddress.Parse(m) : new MacAddress(0x0E01_0000_0000UL | ro.Gateway.Value);
+        int mtu = host.Mtu ?? DefaultPodMtu;
+        TapPort tap;
+        try
+        {
+            tap = TapPort.Open("host", ifName);
+        }
+        catch (PortException e)
+        {
+            throw new PortException($"host.interface: {e.Message}", e.Errno);
+        }
+        _undo.Push(($"tap {ifName}", tap.Dispose));
+        NetNs.Ip("link", "set", "dev", ifName, "address", mac.ToString());
+        NetNs.Ip("addr", "add", $"{ro.Gateway}/{ro.PodCidr.Length}", "dev", ifName);
+        NetNs.BringUp(ifName, mtu);
+        if (ro.ClusterCidr != ro.PodCidr)
+            NetNs.Ip("route", "replace", ro.ClusterCidr.ToString(), "dev", ifName, "src", ro.Gateway.ToString());
+        ushort id = Datapath.AddPort(tap, PortRole.Host);
+        router.HostMac = mac;
+        router.Neighbors.AddPermanent(ro.Gateway, mac, id);
+        LogPortOpened("host", "tap", ifName, $" {ro.Gateway}/{ro.PodCidr.Length}, route {ro.ClusterCidr}");
+    }
+
+    private void OpenOverlay(OverlayConfig o)
+    {
+        OverlayOptions oo = Datapath.Overlay!.Options;
+        UdpTunnelPort tunnel;
+        try
+        {
+            tunnel = UdpTunnelPort.Open("vxlan", oo.LocalAddress.Value, oo.UdpPort);
+        }
+        catch (PortException e)
+        {
+            throw new PortException($"overlay: {e.Message}", e.Errno);
+        }
+        _undo.Push(("overlay socket", tunnel.Dispose));
+        Datapath.AddPort(tunnel, PortRole.Tunnel);
+        foreach (PeerConfig p in o.Peers)
+        {
+            Ipv4Prefix? cidr = null;
+            if (p.PodCidr is not null && ConfigLoader.TryParseNetwork(p.PodCidr, out Ipv4Prefix pc)) cidr = pc;
+            MacAddress vtep = p.VtepMac is { } v ? MacAddress.Parse(v)
+                : cidr is { } c ? RouterOptions.DefaultRouterMac(c) : MacAddress.Zero;
+            Datapath.AddPeer(p.Name!, Ipv4Address.Parse(p.Address!), cidr, vtep);
+        }
+        LogOverlay(oo.LocalAddress.ToString(), oo.UdpPort, oo.Vni, o.Peers.Count, oo.Learning ? "on" : "off");
     }
 
     private IPacketPort OpenPort(PortConfig pc, string at)
@@ -105,19 +202,28 @@ public sealed partial class SwitchHost : IDisposable
             throw new PortException($"{at}: {e.Message}", e.Errno);
         }
         _undo.Push(($"tap {ifName}", tap.Dispose));
+        int mtu = pc.Mtu ?? DefaultPodMtu;
         if (pc.Namespace is { } target)
         {
-            NetNs.PlugIntoNamespace(ifName, target, pc.IfName, pc.Address, pc.Mtu, pc.Mac);
+            NetNs.PlugIntoNamespace(ifName, target, pc.IfName, pc.Address, mtu, pc.Mac, PodGateway(pc));
             LogPortOpened(pc.Name!, "tap", ifName, $" -> {target}/{pc.IfName} {pc.Address}");
         }
         else
         {
             if (pc.Mac is not null) NetNs.Ip("link", "set", "dev", ifName, "address", pc.Mac);
             if (pc.Address is not null) NetNs.Ip("addr", "add", pc.Address, "dev", ifName);
-            NetNs.BringUp(ifName, pc.Mtu);
+            NetNs.BringUp(ifName, mtu);
             LogPortOpened(pc.Name!, "tap", ifName, pc.Address is null ? "" : $" {pc.Address}");
         }
         return tap;
+    }
+
+    /// <summary>The pod's default route: as configured, else the node's gateway when the pod's address is in the pod subnet.</summary>
+    private string? PodGateway(PortConfig pc)
+    {
+        if (pc.Gateway is not null) return pc.Gateway;
+        if (Datapath.Router is not { } r || pc.Address is null || !Ipv4Prefix.TryParse(pc.Address, out _, out Ipv4Address ip)) return null;
+        return r.Options.PodCidr.Contains(ip) ? r.Options.Gateway.ToString() : null;
     }
 
     private void Teardown()
@@ -139,6 +245,9 @@ public sealed partial class SwitchHost : IDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "port {Name}: {Kind} {Interface}{Detail}")]
     private partial void LogPortOpened(string name, string kind, string @interface, string detail);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "overlay: vxlan on {Local}:{Port} vni {Vni}, {Peers} peer(s), flood-and-learn {Learning}")]
+    private partial void LogOverlay(string local, int port, uint vni, int peers, string learning);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "created network namespace {Namespace}")]
     private partial void LogNamespaceCreated(string @namespace);

@@ -9,10 +9,11 @@ namespace VSwitch.Tap;
 /// </summary>
 public sealed class MemoryPort : IPacketPort
 {
-    private readonly Queue<byte[]> _rx = new();
+    private readonly Queue<(byte[] Frame, uint Peer)> _rx = new();
     private byte[][] _replay = [];
     private int _replayNext;
     private readonly List<byte[]> _tx = [];
+    private readonly List<uint> _txPeers = [];
 
     public MemoryPort(string name, bool recordTx = true)
     {
@@ -29,9 +30,14 @@ public sealed class MemoryPort : IPacketPort
     public bool RecordTx { get; set; }
     /// <summary>Frames transmitted on this port (when <see cref="RecordTx"/>).</summary>
     public IReadOnlyList<byte[]> Transmitted => _tx;
+    /// <summary>For each transmitted frame, the metadata's overlay peer address (what a tunnel port would send to).</summary>
+    public IReadOnlyList<uint> TransmittedPeers => _txPeers;
+    /// <summary>Overlay peer address given to replayed frames (a tunnel port's outer source address).</summary>
+    public uint ReplayPeer { get; set; }
     public int PendingRx => _rx.Count;
 
-    public void Inject(ReadOnlySpan<byte> frame) => _rx.Enqueue(frame.ToArray());
+    /// <summary>Queues a frame to be received; <paramref name="peer"/> plays the outer source address when the port is a tunnel.</summary>
+    public void Inject(ReadOnlySpan<byte> frame, uint peer = 0) => _rx.Enqueue((frame.ToArray(), peer));
 
     /// <summary>Replay these frames cyclically on every receive (benchmark source).</summary>
     public void SetReplay(IEnumerable<byte[]> frames)
@@ -40,7 +46,11 @@ public sealed class MemoryPort : IPacketPort
         _replayNext = 0;
     }
 
-    public void ClearTransmitted() => _tx.Clear();
+    public void ClearTransmitted()
+    {
+        _tx.Clear();
+        _txPeers.Clear();
+    }
 
     public int Receive(PacketSlab slab, PacketBatch batch, int max)
     {
@@ -48,8 +58,9 @@ public sealed class MemoryPort : IPacketPort
         while (n < max)
         {
             byte[] frame;
-            if (_rx.Count > 0) frame = _rx.Peek();
-            else if (_replay.Length > 0) frame = _replay[_replayNext];
+            uint peer;
+            if (_rx.Count > 0) (frame, peer) = _rx.Peek();
+            else if (_replay.Length > 0) (frame, peer) = (_replay[_replayNext], ReplayPeer);
             else break;
             if (frame.Length > slab.MaxFrameLength)
             {
@@ -65,6 +76,7 @@ public sealed class MemoryPort : IPacketPort
             if (_rx.Count > 0) _rx.Dequeue();
             else if (++_replayNext == _replay.Length) _replayNext = 0;
             slab.Meta[slot].InPort = Id;
+            slab.Meta[slot].PeerAddr = peer;
             batch.Add(slot);
             n++;
             Counters.Add((int)PortCounter.RxBytes, frame.Length);
@@ -77,7 +89,11 @@ public sealed class MemoryPort : IPacketPort
     {
         foreach (int slot in slots)
         {
-            if (RecordTx) _tx.Add(slab.Frame(slot).ToArray());
+            if (RecordTx)
+            {
+                _tx.Add(slab.Frame(slot).ToArray());
+                _txPeers.Add(slab.Meta[slot].PeerAddr);
+            }
             Counters.Add((int)PortCounter.TxBytes, slab.Meta[slot].Length);
         }
         Counters.Add((int)PortCounter.TxPackets, slots.Length);

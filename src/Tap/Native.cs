@@ -26,6 +26,11 @@ internal static unsafe partial class Native
     public const int EMSGSIZE = 90;
 
     public const int AF_PACKET = 17;
+    public const int AF_INET = 2;
+    public const int SOCK_DGRAM = 2;
+    public const int IPPROTO_RAW = 255;
+    public const int EADDRINUSE = 98;
+    public const int EADDRNOTAVAIL = 99;
     public const int SOCK_RAW = 3;
     public const int SOCK_NONBLOCK = 0x800;
     public const int SOCK_CLOEXEC = 0x80000;
@@ -149,6 +154,16 @@ internal static unsafe partial class Native
         public byte PktType;
         public byte HaLength;
         public fixed byte Address[8];
+    }
+
+    /// <summary>struct sockaddr_in (16 bytes); port and address in network order.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct SockAddrIn
+    {
+        public ushort Family;
+        public ushort Port;
+        public uint Address;
+        public ulong Zero;
     }
 
     [StructLayout(LayoutKind.Sequential)]

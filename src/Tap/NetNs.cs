@@ -23,7 +23,7 @@ public static class NetNs
     public static bool InterfaceExists(string ifName) => File.Exists($"/sys/class/net/{ifName}/ifindex");
 
     /// <summary>Moves <paramref name="ifName"/> into <paramref name="ns"/>, renames it, sets MTU/MAC/address and brings it up.</summary>
-    public static void PlugIntoNamespace(string ifName, string ns, string nameInNs, string? addressCidr, int mtu, string? mac)
+    public static void PlugIntoNamespace(string ifName, string ns, string nameInNs, string? addressCidr, int mtu, string? mac, string? gateway = null)
     {
         Ip("link", "set", "dev", ifName, "netns", ns);
         if (nameInNs != ifName) Ip("-n", ns, "link", "set", "dev", ifName, "name", nameInNs);
@@ -32,6 +32,7 @@ public static class NetNs
         if (addressCidr is not null) Ip("-n", ns, "addr", "add", addressCidr, "dev", nameInNs);
         Ip("-n", ns, "link", "set", "dev", nameInNs, "up");
         Ip("-n", ns, "link", "set", "lo", "up");
+        if (gateway is not null) Ip("-n", ns, "route", "replace", "default", "via", gateway, "dev", nameInNs);
     }
 
     /// <summary>Brings a root-namespace interface up (and sets MTU when given).</summary>

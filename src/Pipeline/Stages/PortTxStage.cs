@@ -2,7 +2,8 @@ namespace VSwitch.Pipeline.Stages;
 
 /// <summary>
 /// Output: groups the batch by egress port and hands each port its frames in one batched call. A flood packet is
-/// sent from the same buffer to every port but its ingress (the kernel copies on transmit, so no clone is needed).
+/// sent from the same buffer to every port but its ingress (the kernel copies on transmit, so no clone is needed);
+/// tunnel ports are left out of flooding (the encapsulation stage replicates to overlay peers itself).
 /// Frees every buffer afterwards.
 /// </summary>
 public sealed class PortTxStage : Stage
@@ -59,7 +60,7 @@ public sealed class PortTxStage : Stage
                 int copies = 0;
                 for (int p = 0; p < portCount; p++)
                 {
-                    if (p == m.InPort) continue;
+                    if (p == m.InPort || _ports.Role(p) == PortRole.Tunnel) continue;
                     _perPort[p][_perPortCount[p]++] = s;
                     copies++;
                 }

@@ -14,12 +14,58 @@ public sealed class SwitchConfig
     public ControlConfig Control { get; set; } = new();
     public BridgeConfig Bridge { get; set; } = new();
     public DatapathConfig Datapath { get; set; } = new();
+    public HostConfig? Host { get; set; }
+    public OverlayConfig? Overlay { get; set; }
     public List<PortConfig> Ports { get; set; } = [];
 }
 
 public sealed class NodeConfig
 {
     public string? Name { get; set; }
+    /// <summary>This node's pod subnet (Kubernetes Node spec.podCIDR); the switch routes and owns its gateway (.1).
+    /// Unset: a plain L2 switch.</summary>
+    [YamlMember(Alias = "podCIDR")]
+    public string? PodCidr { get; set; }
+    /// <summary>The whole cluster's pod network; addresses in it that no node owns get ICMP net unreachable.</summary>
+    [YamlMember(Alias = "clusterCIDR")]
+    public string ClusterCidr { get; set; } = "10.244.0.0/16";
+    /// <summary>MAC of the gateway and VTEP; default 0e:00 followed by the gateway's four address bytes.</summary>
+    public string? RouterMac { get; set; }
+}
+
+/// <summary>The host-side interface: a TAP in the switch's namespace carrying the gateway address (like cni0/flannel.1).</summary>
+public sealed class HostConfig
+{
+    public string? Interface { get; set; }
+    /// <summary>Default 0e:01 followed by the gateway's four address bytes.</summary>
+    public string? Mac { get; set; }
+    /// <summary>Default: the pods' MTU.</summary>
+    public int? Mtu { get; set; }
+}
+
+public sealed class OverlayConfig
+{
+    /// <summary>The node's underlay address: the overlay socket binds to it and it is the outer source address.</summary>
+    public string? LocalAddress { get; set; }
+    public int Port { get; set; } = 4789;
+    public long Vni { get; set; } = 1;
+    public int UnderlayMtu { get; set; } = 1500;
+    /// <summary>Flood-and-learn (Weave sleeve): learn inner MAC → peer, replicate broadcast/unknown to all peers.</summary>
+    public bool Learning { get; set; } = true;
+    public bool AcceptUnknownPeers { get; set; }
+    public int FdbAgingSeconds { get; set; } = 300;
+    public List<PeerConfig> Peers { get; set; } = [];
+}
+
+public sealed class PeerConfig
+{
+    public string? Name { get; set; }
+    /// <summary>The peer node's underlay address.</summary>
+    public string? Address { get; set; }
+    [YamlMember(Alias = "podCIDR")]
+    public string? PodCidr { get; set; }
+    /// <summary>Default: 0e:00 followed by the four bytes of the peer's gateway (first address of its pod CIDR + 1).</summary>
+    public string? VtepMac { get; set; }
 }
 
 public sealed class ControlConfig
@@ -66,8 +112,11 @@ public sealed class PortConfig
     public string IfName { get; set; } = "eth0";
     /// <summary>Address with prefix length for the interface inside the namespace, e.g. 10.244.1.2/24.</summary>
     public string? Address { get; set; }
-    public int Mtu { get; set; } = 1500;
+    /// <summary>Default: the overlay's underlayMtu - 50 when an overlay is configured, else 1500.</summary>
+    public int? Mtu { get; set; }
     public string? Mac { get; set; }
+    /// <summary>Default route inside the namespace; default: the node's gateway when the address is in the node's podCIDR.</summary>
+    public string? Gateway { get; set; }
 }
 
 /// <summary>A configuration problem: which file, which field, what is wrong.</summary>
@@ -176,6 +225,7 @@ public static class ConfigLoader
         "Switch" => "the top level",
         "Port" => "a port (ports[])",
         "StaticMac" => "bridge.staticMacs[]",
+        "Peer" => "a peer (overlay.peers[])",
         _ => char.ToLowerInvariant(typeStem[0]) + typeStem[1..],
     };
 
@@ -222,9 +272,12 @@ public static class ConfigLoader
             if (p.Address is not null && !Ipv4Prefix.TryParse(p.Address, out _, out _))
                 errors.Add($"{at}.address: '{p.Address}' is not an IPv4 address with prefix length (like 10.244.1.2/24)");
             if (p.Mtu is < 68 or > 9000) errors.Add($"{at}.mtu: {p.Mtu} is out of range 68..9000");
+            if (p.Gateway is not null && !Ipv4Address.TryParse(p.Gateway, out _)) errors.Add($"{at}.gateway: '{p.Gateway}' is not an IPv4 address");
+            if (p.Gateway is not null && p.Namespace is null) errors.Add($"{at}.gateway: applies to ports moved into a namespace only");
             if (p.Mac is not null && (!MacAddress.TryParse(p.Mac, out MacAddress mac) || mac.IsMulticast || mac.IsZero))
                 errors.Add($"{at}.mac: '{p.Mac}' is not a unicast MAC address (like 02:00:00:00:00:01)");
         }
+        ValidateL3(c, errors, ifaces);
         for (int i = 0; i < c.Bridge.StaticMacs.Count; i++)
         {
             StaticMacConfig s = c.Bridge.StaticMacs[i];
@@ -235,6 +288,86 @@ public static class ConfigLoader
         }
         return errors;
     }
+
+    private static void ValidateL3(SwitchConfig c, List<string> errors, HashSet<string> ifaces)
+    {
+        Ipv4Prefix pod = default, cluster = default;
+        bool hasPod = c.Node.PodCidr is not null;
+        if (hasPod && !TryParseNetwork(c.Node.PodCidr, out pod))
+        {
+            errors.Add($"node.podCIDR: '{c.Node.PodCidr}' is not an IPv4 network (like 10.244.1.0/24; host bits zero, /8../30)");
+            hasPod = false;
+        }
+        else if (hasPod && pod.Length is < 8 or > 30)
+        {
+            errors.Add($"node.podCIDR: /{pod.Length} is out of range /8../30");
+            hasPod = false;
+        }
+        bool hasCluster = TryParseNetwork(c.Node.ClusterCidr, out cluster);
+        if (!hasCluster) errors.Add($"node.clusterCIDR: '{c.Node.ClusterCidr}' is not an IPv4 network (like 10.244.0.0/16; host bits zero)");
+        if (hasPod && hasCluster && (pod.Length < cluster.Length || !cluster.Contains(pod.Address)))
+            errors.Add($"node.podCIDR: {pod} is not inside node.clusterCIDR {cluster}");
+        if (c.Node.RouterMac is not null && (!MacAddress.TryParse(c.Node.RouterMac, out MacAddress rm) || rm.IsMulticast || rm.IsZero))
+            errors.Add($"node.routerMac: '{c.Node.RouterMac}' is not a unicast MAC address");
+        if (c.Node.RouterMac is not null && !hasPod) errors.Add("node.routerMac: set without node.podCIDR (the router needs a pod subnet)");
+        if (c.Host is { } h)
+        {
+            if (!hasPod) errors.Add("host: needs node.podCIDR (the host interface carries the pod subnet's gateway address)");
+            if (string.IsNullOrWhiteSpace(h.Interface)) errors.Add("host.interface: required (name of the TAP to create, like vsw0)");
+            else if (!IsValidIfName(h.Interface)) errors.Add($"host.interface: '{h.Interface}' is not a valid interface name");
+            else if (!ifaces.Add(h.Interface)) errors.Add($"host.interface: '{h.Interface}' is also used by a port");
+            if (h.Mac is not null && (!MacAddress.TryParse(h.Mac, out MacAddress hm) || hm.IsMulticast || hm.IsZero)) errors.Add($"host.mac: '{h.Mac}' is not a unicast MAC address");
+            if (h.Mtu is < 68 or > 9000) errors.Add($"host.mtu: {h.Mtu} is out of range 68..9000");
+        }
+        if (c.Overlay is not { } o) return;
+        Ipv4Address local = default;
+        if (o.LocalAddress is null) errors.Add("overlay.localAddress: required (this node's underlay address, like 198.18.0.1)");
+        else if (!Ipv4Address.TryParse(o.LocalAddress, out local) || local.IsUnspecified || local.IsMulticast || local.IsBroadcast)
+            errors.Add($"overlay.localAddress: '{o.LocalAddress}' is not a unicast IPv4 address");
+        if (o.Port is < 1 or > 65535) errors.Add($"overlay.port: {o.Port} is out of range 1..65535");
+        if (o.Vni is < 0 or > 0xFFFFFF) errors.Add($"overlay.vni: {o.Vni} is out of range 0..16777215 (24 bits)");
+        if (o.UnderlayMtu is < 576 or > 9000) errors.Add($"overlay.underlayMtu: {o.UnderlayMtu} is out of range 576..9000");
+        if (o.FdbAgingSeconds is < 1 or > 1_000_000) errors.Add($"overlay.fdbAgingSeconds: {o.FdbAgingSeconds} is out of range 1..1000000");
+        var addrs = new HashSet<uint>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        var subnets = new List<(Ipv4Prefix P, string At)>();
+        if (hasPod) subnets.Add((pod, "node.podCIDR"));
+        for (int i = 0; i < o.Peers.Count; i++)
+        {
+            PeerConfig p = o.Peers[i];
+            string at = $"overlay.peers[{i}]";
+            if (p is null)
+            {
+                errors.Add($"{at}: empty peer entry");
+                continue;
+            }
+            if (string.IsNullOrWhiteSpace(p.Name)) errors.Add($"{at}.name: required");
+            else if (!names.Add(p.Name)) errors.Add($"{at}.name: duplicate peer name '{p.Name}'");
+            if (!Ipv4Address.TryParse(p.Address, out Ipv4Address pa) || pa.IsUnspecified || pa.IsMulticast || pa.IsBroadcast)
+                errors.Add($"{at}.address: '{p.Address}' is not a unicast IPv4 address");
+            else if (pa == local) errors.Add($"{at}.address: {pa} is this node's own overlay.localAddress");
+            else if (!addrs.Add(pa.Value)) errors.Add($"{at}.address: {pa} is used by two peers");
+            if (p.PodCidr is not null)
+            {
+                if (!TryParseNetwork(p.PodCidr, out Ipv4Prefix pp) || pp.Length is < 8 or > 30)
+                    errors.Add($"{at}.podCIDR: '{p.PodCidr}' is not an IPv4 network /8../30 with host bits zero");
+                else
+                {
+                    if (!hasPod) errors.Add($"{at}.podCIDR: routes to peers need node.podCIDR (routing) on this node");
+                    if (hasCluster && (pp.Length < cluster.Length || !cluster.Contains(pp.Address))) errors.Add($"{at}.podCIDR: {pp} is not inside node.clusterCIDR {cluster}");
+                    foreach ((Ipv4Prefix other, string otherAt) in subnets)
+                        if (other.Contains(pp.Address) || pp.Contains(other.Address)) errors.Add($"{at}.podCIDR: {pp} overlaps {otherAt} {other}");
+                    subnets.Add((pp, $"{at}.podCIDR"));
+                }
+            }
+            if (p.VtepMac is not null && (!MacAddress.TryParse(p.VtepMac, out MacAddress vm) || vm.IsMulticast || vm.IsZero))
+                errors.Add($"{at}.vtepMac: '{p.VtepMac}' is not a unicast MAC address");
+        }
+    }
+
+    /// <summary>Parses "a.b.c.d/len" and requires the host bits to be zero.</summary>
+    public static bool TryParseNetwork(string? s, out Ipv4Prefix prefix) =>
+        Ipv4Prefix.TryParse(s, out prefix, out Ipv4Address host) && host == prefix.Address;
 
     public static bool TryParsePolicy(string s, out MacTableFullPolicy policy)
     {

@@ -1,8 +1,11 @@
 using System.Globalization;
 using System.Text;
+using VSwitch.Encap;
 using VSwitch.Pipeline;
 using VSwitch.Pipeline.Stages;
+using VSwitch.Pipeline.Wire;
 using VSwitch.Switch.L2;
+using VSwitch.Switch.L3;
 
 namespace VSwitch.Switch.Control;
 
@@ -23,7 +26,7 @@ public sealed class ControlHandler
     public string NodeName { get; }
 
     public const string Usage = """
-        commands: status | ports | mac | counters | metrics | trace add N | trace show [N] | trace clear
+        commands: status | ports | mac | routes | neighbors | peers | counters | metrics | trace add N | trace show [N] | trace clear
         """;
 
     public string Handle(string[] args)
@@ -34,6 +37,9 @@ public sealed class ControlHandler
             "status" => OnWorker(Status),
             "ports" => OnWorker(Ports),
             "mac" => OnWorker(Macs),
+            "routes" => OnWorker(Routes),
+            "neighbors" => OnWorker(Neighbors),
+            "peers" => OnWorker(Peers),
             "counters" => OnWorker(CountersText),
             "metrics" => OnWorker(Metrics),
             "trace" => TraceCommand(args),
@@ -90,6 +96,12 @@ public sealed class ControlHandler
         sb.Append(CultureInfo.InvariantCulture, $"batch size: {Datapath.Options.BatchSize}\n");
         sb.Append(CultureInfo.InvariantCulture, $"mac table:  {Datapath.Macs.Count}/{Datapath.Macs.MaxEntries}, aging {Datapath.Options.MacAging.TotalSeconds:F0} s\n");
         sb.Append(CultureInfo.InvariantCulture, $"buffers:    {Datapath.Slab.FreeCount}/{Datapath.Slab.Capacity} free\n");
+        if (Datapath.Router is { } r)
+            sb.Append(CultureInfo.InvariantCulture, $"routing:    pod CIDR {r.Options.PodCidr}, gateway {r.Options.Gateway} ({r.Options.RouterMac}), cluster {r.Options.ClusterCidr}, {r.Routes.Routes.Count} routes, {r.Neighbors.Count} neighbors\n");
+        else
+            sb.Append("routing:    off (L2 only)\n");
+        if (Datapath.Overlay is { } o)
+            sb.Append(CultureInfo.InvariantCulture, $"overlay:    vxlan {o.Options.LocalAddress}:{o.Options.UdpPort} vni {o.Options.Vni}, {o.Peers.Count} peers, {o.FdbCount} forwarding entries\n");
         sb.Append(CultureInfo.InvariantCulture, $"socket:     {_host.Config.Control.Socket}\n");
         return sb.ToString();
     }
@@ -115,6 +127,55 @@ public sealed class ControlHandler
             rows.Add([e.Mac.ToString(), e.Vlan.ToString(CultureInfo.InvariantCulture), Datapath.Ports.PortName(e.Port),
                 e.IsStatic ? "static" : e.AgeSeconds.ToString("F1", CultureInfo.InvariantCulture) + "s"]);
         return Table(rows) + $"{entries.Count} entries (capacity {Datapath.Macs.MaxEntries})\n";
+    }
+
+    private string Routes()
+    {
+        if (Datapath.Router is not { } r) return "routing is off (no node.podCIDR): a plain L2 switch\n";
+        var rows = new List<string[]> { new[] { "PREFIX", "KIND", "VIA" } };
+        foreach (Route route in r.Routes.Routes.OrderByDescending(x => x.Prefix.Length).ThenBy(x => x.Prefix.Address))
+            rows.Add([route.Prefix.ToString(), route.Kind.ToString().ToLowerInvariant(), route.Via.Length == 0 ? "-" : route.Via]);
+        return $"gateway {r.Options.Gateway}, router MAC {r.Options.RouterMac}, overlay MTU {r.Options.OverlayMtu}\n" + Table(rows);
+    }
+
+    private string Neighbors()
+    {
+        if (Datapath.Router is not { } r) return "routing is off (no node.podCIDR): no neighbor table\n";
+        long now = Datapath.Time.GetTimestamp();
+        double f = Datapath.Time.TimestampFrequency;
+        var rows = new List<string[]> { new[] { "ADDRESS", "MAC", "PORT", "STATE", "AGE" } };
+        foreach ((Ipv4Address ip, Neighbor n) in r.Neighbors.Entries())
+        {
+            string age = n.State switch
+            {
+                NeighborState.Permanent => "-",
+                NeighborState.Incomplete => ((now - n.FirstAsked) / f).ToString("F1", CultureInfo.InvariantCulture) + "s",
+                _ => ((now - n.Updated) / f).ToString("F1", CultureInfo.InvariantCulture) + "s",
+            };
+            rows.Add([ip.ToString(), n.State == NeighborState.Incomplete ? "(incomplete)" : new MacAddress(n.Mac).ToString(),
+                n.State == NeighborState.Incomplete ? "-" : Datapath.Ports.PortName(n.Port), n.State.ToString().ToLowerInvariant(), age]);
+        }
+        return Table(rows);
+    }
+
+    private string Peers()
+    {
+        if (Datapath.Overlay is not { } o) return "no overlay configured\n";
+        long now = Datapath.Time.GetTimestamp();
+        double f = Datapath.Time.TimestampFrequency;
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"vxlan local {o.Options.LocalAddress} port {o.Options.UdpPort} vni {o.Options.Vni} underlay MTU {o.Options.UnderlayMtu}, flood-and-learn {(o.Options.Learning ? "on" : "off")}\n");
+        var rows = new List<string[]> { new[] { "PEER", "ADDRESS", "POD-CIDR", "VTEP-MAC", "TYPE", "RX-PKTS", "TX-PKTS", "LAST-SEEN" } };
+        foreach (OverlayPeer p in o.Peers)
+            rows.Add([p.Name, p.Address.ToString(), p.PodCidr?.ToString() ?? "-", p.VtepMac.IsZero ? "-" : p.VtepMac.ToString(), p.IsStatic ? "static" : "learned",
+                N(p.RxPackets), N(p.TxPackets), p.LastSeen == 0 ? "never" : ((now - p.LastSeen) / f).ToString("F1", CultureInfo.InvariantCulture) + "s ago"]);
+        sb.Append(Table(rows)).Append('\n');
+        var fdb = new List<string[]> { new[] { "INNER-MAC", "PEER", "ADDRESS", "TYPE", "AGE" } };
+        foreach ((MacAddress mac, OverlayPeer peer, bool isStatic, long updated) in o.FdbEntries())
+            fdb.Add([mac.ToString(), peer.Name, peer.Address.ToString(), isStatic ? "static" : "learned",
+                isStatic ? "-" : ((now - updated) / f).ToString("F1", CultureInfo.InvariantCulture) + "s"]);
+        sb.Append(Table(fdb)).Append(CultureInfo.InvariantCulture, $"{o.FdbCount} overlay forwarding entries\n");
+        return sb.ToString();
     }
 
     private string CountersText()

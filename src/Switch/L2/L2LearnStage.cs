@@ -114,11 +114,13 @@ public sealed class L2ForwardStage : Stage
         [Description("Unknown unicast destinations flooded")] UnknownUnicast,
         [Description("Broadcast frames flooded")] Broadcast,
         [Description("Multicast frames flooded")] Multicast,
+        [Description("IPv4 frames to the router's MAC handed to routing")] Routed,
     }
 
     public enum Reason
     {
         [Description("Destination is behind the ingress port (a bridge never sends a frame back where it came from)")] SamePort,
+        [Description("Frame to the router's MAC that is neither IPv4 nor ARP")] NotRoutable,
     }
 
     private enum Code
@@ -128,14 +130,19 @@ public sealed class L2ForwardStage : Stage
         Multicast,
         Unknown,
         SamePort,
+        ToRouter,
     }
 
     private readonly MacTable _table;
+    private readonly ulong _routerMac;
 
-    public L2ForwardStage(MacTable table, string next = "port-tx")
-        : base("l2-forward", [next], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    /// <param name="routerMac">When not 0, the node routes: IPv4 to this MAC goes to edge <c>routeNext</c> and every ARP
+    /// frame also visits edge <c>arpNext</c> (after the L2 decision, which it keeps unless it answers).</param>
+    public L2ForwardStage(MacTable table, string next = "port-tx", ulong routerMac = 0, string arpNext = "arp", string routeNext = "ip4-route")
+        : base("l2-forward", routerMac == 0 ? [next] : [next, arpNext, routeNext], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
     {
         _table = table;
+        _routerMac = routerMac;
     }
 
     public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
@@ -150,6 +157,7 @@ public sealed class L2ForwardStage : Stage
         int[] slots = batch.Slots;
         long now = ctx.Now;
         MacTable table = _table;
+        ulong routerMac = _routerMac;
         ulong lastMac = ulong.MaxValue;
         ushort lastVlan = 0, lastOut = 0;
         for (int i = 0; i < batch.Count; i++)
@@ -157,6 +165,26 @@ public sealed class L2ForwardStage : Stage
             ref PacketMeta m = ref meta[slots[i]];
             Code code;
             next[i] = 1;
+            if (routerMac != 0 && m.DstMac == routerMac)
+            {
+                if (m.EtherType == EtherType.Ipv4)
+                {
+                    Counters.Add((int)Counter.Routed);
+                    next[i] = 3;
+                }
+                else if (m.EtherType == EtherType.Arp)
+                {
+                    m.OutPort = PortIds.None;
+                    next[i] = 2;
+                }
+                else
+                {
+                    next[i] = Drop(ref m, (int)Reason.NotRoutable);
+                }
+                if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
+                    ctx.Trace.Add(m, Index, (int)Code.ToRouter, m.OutPort, m.InPort, m.DstMac, m.VlanId, now);
+                continue;
+            }
             if ((m.Flags & PacketFlags.GroupDestination) != 0)
             {
                 bool bcast = m.DstMac == MacAddress.Broadcast.Value;
@@ -184,6 +212,7 @@ public sealed class L2ForwardStage : Stage
                 m.OutPort = PortIds.Flood;
                 code = Code.Unknown;
             }
+            if (routerMac != 0 && m.EtherType == EtherType.Arp && next[i] == 1) next[i] = 2;
             if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
                 ctx.Trace.Add(m, Index, (int)code, m.OutPort, m.InPort, m.DstMac, m.VlanId, now);
         }
@@ -210,6 +239,7 @@ public sealed class L2ForwardStage : Stage
             Code.Multicast => $"destination {mac} multicast: flood",
             Code.Unknown => $"destination {mac} unknown: flood",
             Code.SamePort => $"destination {mac} is behind the ingress port {names.PortName(r.B)}: filtered",
+            Code.ToRouter => $"destination {mac} is the router: route",
             _ => $"code {r.Code}",
         };
     }

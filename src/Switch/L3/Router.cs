@@ -1,0 +1,94 @@
+using VSwitch.Encap;
+using VSwitch.Pipeline;
+using VSwitch.Pipeline.Wire;
+
+namespace VSwitch.Switch.L3;
+
+/// <summary>The node's routing settings: its pod subnet and gateway, the cluster CIDR, the router's MAC.</summary>
+public sealed record RouterOptions
+{
+    public required Ipv4Prefix PodCidr { get; init; }
+    public Ipv4Prefix ClusterCidr { get; init; } = new(new Ipv4Address(0x0AF4_0000), 16);
+    /// <summary>MAC the router answers ARP with on every port and uses as its VTEP MAC in the overlay.</summary>
+    public required MacAddress RouterMac { get; init; }
+    /// <summary>Largest IPv4 packet sent to overlay peers (underlay MTU - 50); larger DF packets get ICMP frag-needed.</summary>
+    public int OverlayMtu { get; init; } = 1450;
+    /// <summary>Learned neighbors are forgotten after this long without an ARP refresh.</summary>
+    public TimeSpan NeighborTimeout { get; init; } = TimeSpan.FromSeconds(300);
+    /// <summary>An unanswered ARP request turns into ICMP host unreachable after this long.</summary>
+    public TimeSpan NeighborResolveTimeout { get; init; } = TimeSpan.FromSeconds(3);
+    /// <summary>ICMP errors the router may send per second (token bucket, like the kernel's icmp_msgs_per_sec).</summary>
+    public int IcmpErrorsPerSecond { get; init; } = 1000;
+
+    /// <summary>The gateway: the first host address of the pod subnet (x.x.x.1 for a /24).</summary>
+    public Ipv4Address Gateway => new(PodCidr.Address.Value + 1);
+
+    /// <summary>The default router MAC for a pod subnet: 0e:00 followed by the four bytes of its gateway address.</summary>
+    public static MacAddress DefaultRouterMac(Ipv4Prefix podCidr) => new(0x0E00_0000_0000UL | (podCidr.Address.Value + 1));
+}
+
+/// <summary>
+/// The node's router: routes, the neighbor (ARP) cache, which ports are the host and the tunnel, and the ICMP error
+/// budget. Worker-owned; the route table is immutable and replaced whole.
+/// </summary>
+public sealed class Router
+{
+    private long _icmpTokens;
+    private long _icmpLastRefill;
+
+    public Router(RouterOptions options, long ticksPerSecond)
+    {
+        Options = options;
+        TicksPerSecond = ticksPerSecond;
+        _icmpTokens = options.IcmpErrorsPerSecond;
+    }
+
+    public RouterOptions Options { get; }
+    public long TicksPerSecond { get; }
+    public ulong RouterMac => Options.RouterMac.Value;
+    public uint Gateway => Options.Gateway.Value;
+    public NeighborTable Neighbors { get; } = new();
+    public RouteTable Routes { get; private set; } = RouteTable.Empty;
+    public ushort HostPort { get; set; } = PortIds.None;
+    public MacAddress HostMac { get; set; }
+    public ushort TunnelPort { get; set; } = PortIds.None;
+    public Overlay? Overlay { get; set; }
+
+    /// <summary>Builds the route table from the node's settings, its host port and the overlay's peers.</summary>
+    public void RebuildRoutes()
+    {
+        var routes = new List<Route>
+        {
+            new(new Ipv4Prefix(Options.Gateway, 32), RouteKind.Local, Via: "host"),
+            new(Options.PodCidr, RouteKind.Connected, Via: "pods"),
+        };
+        if (Options.ClusterCidr != Options.PodCidr) routes.Add(new Route(Options.ClusterCidr, RouteKind.Unreachable));
+        if (Overlay is { } ov)
+        {
+            for (int i = 0; i < ov.Peers.Count; i++)
+            {
+                OverlayPeer p = ov.Peers[i];
+                if (p.PodCidr is { } cidr) routes.Add(new Route(cidr, RouteKind.Peer, i, $"{p.Name} ({p.Address})"));
+            }
+        }
+        var any = new Ipv4Prefix(Ipv4Address.Any, 0);
+        if (!routes.Any(r => r.Prefix == any))
+            routes.Add(new Route(any, HostPort != PortIds.None ? RouteKind.Host : RouteKind.Unreachable, Via: HostPort != PortIds.None ? "host" : ""));
+        Routes = new RouteTable(routes);
+    }
+
+    /// <summary>Takes one token from the ICMP error budget; false when exhausted (the error is not sent).</summary>
+    public bool TryTakeIcmpToken(long now)
+    {
+        long perSecond = Options.IcmpErrorsPerSecond;
+        if (now - _icmpLastRefill >= TicksPerSecond / 10)
+        {
+            long add = (now - _icmpLastRefill) * perSecond / TicksPerSecond;
+            _icmpTokens = Math.Min(perSecond, _icmpTokens + add);
+            _icmpLastRefill = now;
+        }
+        if (_icmpTokens <= 0) return false;
+        _icmpTokens--;
+        return true;
+    }
+}

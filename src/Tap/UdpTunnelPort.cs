@@ -1,0 +1,229 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using VSwitch.Pipeline;
+
+namespace VSwitch.Tap;
+
+/// <summary>
+/// The overlay's underlay I/O, the way a userspace sleeve does it on the node's own address:
+/// <list type="bullet">
+/// <item>receive: a UDP socket bound to the node address and the VXLAN port; <c>recvmmsg</c> puts each datagram's
+/// payload (VXLAN header + inner frame) straight into a slab slot and the outer source address into
+/// <see cref="PacketMeta.PeerAddr"/>. The kernel has already checked the outer IPv4/UDP headers and checksums.</item>
+/// <item>send: a raw IPv4 socket (<c>IPPROTO_RAW</c>, header included); <c>sendmmsg</c> sends each frame from its
+/// outer IPv4 header (written into the headroom by the encapsulation stage) to <see cref="PacketMeta.PeerAddr"/>.
+/// The kernel routes it and resolves the underlay next hop; the switch chooses every outer header field, including the
+/// per-flow UDP source port a bound UDP socket could not vary.</item>
+/// </list>
+/// </summary>
+public sealed unsafe class UdpTunnelPort : IPacketPort
+{
+    private const int MaxBatch = 256;
+
+    private readonly FdHandle _rxFd;
+    private readonly FdHandle _txFd;
+    private readonly Native.MMsgHdr* _rxMsgs;
+    private readonly Native.IoVec* _rxIov;
+    private readonly Native.SockAddrIn* _rxAddr;
+    private readonly int[] _rxSlots = new int[MaxBatch];
+    private readonly Native.MMsgHdr* _txMsgs;
+    private readonly Native.IoVec* _txIov;
+    private readonly Native.SockAddrIn* _txAddr;
+    private bool _disposed;
+
+    private UdpTunnelPort(string name, uint localAddress, ushort port, FdHandle rx, FdHandle tx)
+    {
+        Name = name;
+        LocalAddress = localAddress;
+        UdpPort = port;
+        _rxFd = rx;
+        _txFd = tx;
+        _rxMsgs = (Native.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.MMsgHdr)));
+        _rxIov = (Native.IoVec*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.IoVec)));
+        _rxAddr = (Native.SockAddrIn*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.SockAddrIn)));
+        _txMsgs = (Native.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.MMsgHdr)));
+        _txIov = (Native.IoVec*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.IoVec)));
+        _txAddr = (Native.SockAddrIn*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.SockAddrIn)));
+        for (int i = 0; i < MaxBatch; i++)
+        {
+            _txMsgs[i].Hdr.Iov = &_txIov[i];
+            _txMsgs[i].Hdr.IovLength = 1;
+            _txMsgs[i].Hdr.Name = &_txAddr[i];
+            _txMsgs[i].Hdr.NameLength = (uint)sizeof(Native.SockAddrIn);
+            _txAddr[i].Family = Native.AF_INET;
+        }
+    }
+
+    public string Name { get; }
+    public string Kind => "vxlan";
+    public string InterfaceName => "";
+    /// <summary>Node underlay address (host order).</summary>
+    public uint LocalAddress { get; }
+    public ushort UdpPort { get; }
+    public ushort Id { get; set; }
+    public int PollHandle => _rxFd.Fd;
+    public CounterSet Counters { get; } = CounterSet.FromEnum<PortCounter>();
+
+    /// <param name="localAddress">The node's underlay address, host order; must be assigned to an interface here.</param>
+    public static UdpTunnelPort Open(string name, uint localAddress, ushort port)
+    {
+        string where = $"{FormatAddress(localAddress)}:{port}";
+        int rx = Native.Socket(Native.AF_INET, Native.SOCK_DGRAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
+        if (rx < 0) throw PortException.FromErrno("cannot open the overlay UDP socket", Marshal.GetLastPInvokeError());
+        var rxHandle = new FdHandle(rx);
+        FdHandle? txHandle = null;
+        try
+        {
+            int buf = 8 << 20;
+            if (Native.SetSockOpt(rx, Native.SOL_SOCKET, Native.SO_RCVBUFFORCE, &buf, sizeof(int)) < 0)
+                _ = Native.SetSockOpt(rx, Native.SOL_SOCKET, Native.SO_RCVBUF, &buf, sizeof(int));
+            Native.SockAddrIn a = default;
+            a.Family = Native.AF_INET;
+            a.Port = Native.HostToNetwork(port);
+            a.Address = BinaryPrimitives.ReverseEndianness(localAddress);
+            if (Native.Bind(rx, &a, sizeof(Native.SockAddrIn)) < 0)
+            {
+                int e = Marshal.GetLastPInvokeError();
+                string hint = e switch
+                {
+                    Native.EADDRNOTAVAIL => $" ({FormatAddress(localAddress)} is not an address of this node: check overlay.localAddress)",
+                    Native.EADDRINUSE => $" (UDP port {port} is taken, e.g. by a kernel vxlan device or another switch: check overlay.port)",
+                    _ => "",
+                };
+                throw new PortException($"cannot bind the overlay UDP socket to {where}: {Native.ErrorText(e)}{hint}", e);
+            }
+            int tx = Native.Socket(Native.AF_INET, Native.SOCK_RAW | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, Native.IPPROTO_RAW);
+            if (tx < 0) throw PortException.FromErrno("cannot open the overlay raw IPv4 socket", Marshal.GetLastPInvokeError());
+            txHandle = new FdHandle(tx);
+            if (Native.SetSockOpt(tx, Native.SOL_SOCKET, Native.SO_SNDBUFFORCE, &buf, sizeof(int)) < 0)
+                _ = Native.SetSockOpt(tx, Native.SOL_SOCKET, Native.SO_SNDBUF, &buf, sizeof(int));
+        }
+        catch
+        {
+            rxHandle.Dispose();
+            txHandle?.Dispose();
+            throw;
+        }
+        return new UdpTunnelPort(name, localAddress, port, rxHandle, txHandle);
+    }
+
+    private static string FormatAddress(uint a) => $"{a >> 24}.{(a >> 16) & 0xFF}.{(a >> 8) & 0xFF}.{a & 0xFF}";
+
+    public int Receive(PacketSlab slab, PacketBatch batch, int max)
+    {
+        max = Math.Min(max, MaxBatch);
+        int n = 0;
+        int room = slab.SlotSize - slab.Headroom;
+        for (; n < max; n++)
+        {
+            if (!slab.TryAlloc(out int slot)) break;
+            _rxSlots[n] = slot;
+            _rxIov[n].Base = slab.SlotPointer(slot) + slab.Headroom;
+            _rxIov[n].Length = (nuint)room;
+            ref Native.MsgHdr h = ref _rxMsgs[n].Hdr;
+            h.Name = &_rxAddr[n];
+            h.NameLength = (uint)sizeof(Native.SockAddrIn);
+            h.Iov = &_rxIov[n];
+            h.IovLength = 1;
+            h.Control = null;
+            h.ControlLength = 0;
+            h.Flags = 0;
+        }
+        if (n == 0)
+        {
+            Counters.Add((int)PortCounter.RxDropped);
+            return 0;
+        }
+        int got = Native.RecvMmsg(_rxFd.Fd, _rxMsgs, (uint)n, Native.MSG_DONTWAIT, null);
+        if (got < 0)
+        {
+            int e = Marshal.GetLastPInvokeError();
+            if (e is not (Native.EAGAIN or Native.EINTR)) Counters.Add((int)PortCounter.RxErrors);
+            got = 0;
+        }
+        int accepted = 0;
+        long bytes = 0;
+        PacketMeta[] meta = slab.Meta;
+        for (int i = 0; i < got; i++)
+        {
+            int slot = _rxSlots[i];
+            if ((_rxMsgs[i].Hdr.Flags & Native.MSG_TRUNC) != 0)
+            {
+                Counters.Add((int)PortCounter.RxDropped);
+                slab.Free(slot);
+                continue;
+            }
+            ref PacketMeta m = ref meta[slot];
+            m.Offset = slab.Headroom;
+            m.Length = (int)_rxMsgs[i].Length;
+            m.InPort = Id;
+            m.PeerAddr = BinaryPrimitives.ReverseEndianness(_rxAddr[i].Address);
+            batch.Add(slot);
+            accepted++;
+            bytes += m.Length;
+        }
+        for (int i = got; i < n; i++) slab.Free(_rxSlots[i]);
+        Counters.Add((int)PortCounter.RxPackets, accepted);
+        Counters.Add((int)PortCounter.RxBytes, bytes);
+        return accepted;
+    }
+
+    /// <summary>Sends each frame (outer IPv4 header first) to its <see cref="PacketMeta.PeerAddr"/>.</summary>
+    public int Send(PacketSlab slab, ReadOnlySpan<int> slots)
+    {
+        int total = 0;
+        long bytes = 0;
+        PacketMeta[] meta = slab.Meta;
+        while (slots.Length > 0)
+        {
+            int n = Math.Min(slots.Length, MaxBatch);
+            for (int i = 0; i < n; i++)
+            {
+                ref PacketMeta m = ref meta[slots[i]];
+                _txIov[i].Base = slab.SlotPointer(slots[i]) + m.Offset;
+                _txIov[i].Length = (nuint)m.Length;
+                _txAddr[i].Address = BinaryPrimitives.ReverseEndianness(m.PeerAddr);
+            }
+            int done = 0;
+            while (done < n)
+            {
+                int r = Native.SendMmsg(_txFd.Fd, _txMsgs + done, (uint)(n - done), Native.MSG_DONTWAIT);
+                if (r < 0)
+                {
+                    int e = Marshal.GetLastPInvokeError();
+                    if (e == Native.EINTR) continue;
+                    if (e is Native.EAGAIN or Native.ENOBUFS)
+                    {
+                        Counters.Add((int)PortCounter.TxDropped, n - done);
+                        break;
+                    }
+                    // The datagram at the head failed (no route to the peer, too big, ...): count it, carry on.
+                    Counters.Add((int)PortCounter.TxErrors);
+                    done++;
+                    continue;
+                }
+                for (int i = done; i < done + r; i++) bytes += (long)_txIov[i].Length;
+                done += r;
+                total += r;
+            }
+            slots = slots[n..];
+        }
+        Counters.Add((int)PortCounter.TxPackets, total);
+        Counters.Add((int)PortCounter.TxBytes, bytes);
+        return total;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _rxFd.Dispose();
+        _txFd.Dispose();
+        NativeMemory.Free(_rxMsgs);
+        NativeMemory.Free(_rxIov);
+        NativeMemory.Free(_rxAddr);
+        NativeMemory.Free(_txMsgs);
+        NativeMemory.Free(_txIov);
+        NativeMemory.Free(_txAddr);
+    }
+}
