@@ -78,6 +78,10 @@ else
 fi
 declare -A IS_VS=()
 for n in "${VS_NODES[@]}"; do IS_VS[$n]=1; done
+# Pod namespaces: on node 3 the switch creates them (createNamespace: true);
+# on nodes 1 and 2 they exist before the switch starts, as a container
+# runtime would make them (createNamespace: false).
+declare -A CREATE_NS=([3]=1)
 
 UL_NS=vo-ul
 UL_BR=vo-br
@@ -271,7 +275,9 @@ write_config() { # write_config N FILE
             printf '    type: tap\n'
             printf '    interface: %s\n' "${POD_TAP[$k]}"
             printf '    namespace: %s\n' "${POD_NS[$k]}"
-            printf '    createNamespace: true\n'
+            if [[ -n "${CREATE_NS[$n]:-}" ]]; then
+                printf '    createNamespace: true\n'
+            fi
             printf '    ifName: eth0\n'
             printf '    address: %s/24\n' "${POD_IP[$k]}"
             printf '    mac: "%s"\n' "${POD_MAC[$k]}"
@@ -329,10 +335,17 @@ if ((${#VS_NODES[@]} > 0)); then
     fi
     for n in "${VS_NODES[@]}"; do
         write_config "$n" "$WORK/node-$n.yaml"
-        # The switch creates (and at shutdown deletes) the pod namespaces;
-        # remove them here too if it cannot.
-        cleanup ns_del_if_exists "${POD_NS[${n}a]}"
-        cleanup ns_del_if_exists "${POD_NS[${n}b]}"
+        for l in a b; do
+            if [[ -n "${CREATE_NS[$n]:-}" ]]; then
+                # The switch creates (and at shutdown deletes) the pod
+                # namespaces; remove them here too if it cannot.
+                cleanup ns_del_if_exists "${POD_NS[$n$l]}"
+            else
+                # As a container runtime would: the namespace exists first.
+                ns_add "${POD_NS[$n$l]}"
+                quiet_ns "${POD_NS[$n$l]}"
+            fi
+        done
     done
     cfg_ok=1
     for n in "${VS_NODES[@]}"; do
@@ -355,6 +368,20 @@ if ((${#VS_NODES[@]} > 0)); then
     for n in "${VS_NODES[@]}"; do
         for l in a b; do
             k="$n$l"
+            if [[ -n "${CREATE_NS[$n]:-}" ]]; then
+                # `ip netns add` run by a process under `ip netns exec` mounts
+                # the new namespace in that process's private mount namespace
+                # only: the file appears in /run/netns but nobody else can
+                # enter it.
+                if wait_for 15 ns_exists "${POD_NS[$k]}" &&
+                    wait_for 5 ip netns exec "${POD_NS[$k]}" true; then
+                    pass "${POD_NAME[$k]}: namespace ${POD_NS[$k]} created by the switch is usable outside the switch"
+                else
+                    f="$WORK/ns-$k.txt"
+                    { ls -l /run/netns; ip netns exec "${POD_NS[$k]}" true; } >"$f" 2>&1 || true
+                    fail "${POD_NAME[$k]}: namespace ${POD_NS[$k]} created by the switch is usable outside the switch (a bind mount made inside the switch's 'ip netns exec' mount namespace does not propagate)" "$f"
+                fi
+            fi
             if wait_for 15 pod_addr_ok "$k"; then
                 pass "${POD_NAME[$k]}: TAP moved into ${POD_NS[$k]} as eth0 with ${POD_IP[$k]}/24, up"
             else
@@ -673,11 +700,22 @@ for n in "${VS_NODES[@]}"; do
     neigh="$(vs "$n" neighbors 2>&1)" || fail "node-$n: vswitch neighbors exits 0"
     for m in "${NODES[@]}"; do
         [[ "$m" != "$n" ]] || continue
-        cli_check "node-$n: peers lists node-$m at $(ul_ip "$m")" "$peers" "node-$m" "$(ul_ip "$m")"
-        cli_check "node-$n: routes sends $(pod_cidr "$m") to node-$m" "$routes" "$(pod_cidr "$m")" "node-$m"
-        cli_check "node-$n: learned entry $(vtep_mac "$m") at $(ul_ip "$m")" "$neigh" "$(vtep_mac "$m")" "$(ul_ip "$m")"
+        cli_check "node-$n: peers lists node-$m at $(ul_ip "$m") with $(pod_cidr "$m") and VTEP MAC $(vtep_mac "$m")" \
+            "$peers" "node-$m" "$(ul_ip "$m")" "$(pod_cidr "$m")" "$(vtep_mac "$m")"
+        cli_check "node-$n: overlay forwarding entry $(vtep_mac "$m") -> node-$m $(ul_ip "$m")" \
+            "$(grep -iv "$(pod_cidr "$m")" <<<"$peers" || true)" "$(vtep_mac "$m")" "node-$m" "$(ul_ip "$m")"
+        cli_check "node-$n: routes sends $(pod_cidr "$m") to peer node-$m ($(ul_ip "$m"))" \
+            "$routes" "$(pod_cidr "$m")" "peer" "node-$m" "$(ul_ip "$m")"
     done
-    cli_check "node-$n: routes has the local $(pod_cidr "$n")" "$routes" "$(pod_cidr "$n")"
+    # The neighbor (ARP) table learned both local pods.
+    for l in a b; do
+        k="$n$l"
+        cli_check "node-$n: neighbors has ${POD_IP[$k]} at ${POD_MAC[$k]} on pod-$l" \
+            "$(grep -vi incomplete <<<"$neigh" || true)" "${POD_IP[$k]} " "${POD_MAC[$k]}" "pod-$l"
+    done
+    cli_check "node-$n: routes has the local $(pod_cidr "$n") (connected)" "$routes" "$(pod_cidr "$n")" "connected"
+    cli_check "node-$n: routes has $UNOWNED_IP's cluster CIDR $CLUSTER_CIDR as unreachable" "$routes" "$CLUSTER_CIDR" "unreachable"
+    cli_check "node-$n: routes has the default route to the host" "$routes" "0.0.0.0/0" "host"
     counters="$(vs "$n" counters 2>&1 || true)"
     for stage in ip4-route vxlan-encap vxlan-decap; do
         cli_check "node-$n: counters show stage $stage" "$counters" "$stage"
@@ -723,7 +761,12 @@ for n in "${VS_NODES[@]}"; do
         fail "node-$n: no 10.244.0.0/16 routes left in $ns (found: ${routes//$'\n'/; })"
     fi
     for l in a b; do
-        expect_fail "${POD_NAME[$n$l]}: namespace ${POD_NS[$n$l]} (created by the switch) removed" ns_exists "${POD_NS[$n$l]}"
+        if [[ -n "${CREATE_NS[$n]:-}" ]]; then
+            expect_fail "${POD_NAME[$n$l]}: namespace ${POD_NS[$n$l]} (created by the switch) removed" ns_exists "${POD_NS[$n$l]}"
+        else
+            expect_ok "${POD_NAME[$n$l]}: namespace ${POD_NS[$n$l]} (not created by the switch) left in place" ns_exists "${POD_NS[$n$l]}"
+            expect_fail "${POD_NAME[$n$l]}: TAP gone from ${POD_NS[$n$l]} (no eth0)" ip -n "${POD_NS[$n$l]}" link show dev eth0
+        fi
     done
     expect_fail "node-$n: control socket $(sock_of "$n") removed" test -e "$(sock_of "$n")"
 done
