@@ -201,17 +201,6 @@ quiet_ns() {
     in_ns "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
 }
 
-ns_exists() {
-    ip netns list | awk '{print $1}' | grep -qxF -- "$1"
-}
-
-# shellcheck disable=SC2317 # only called indirectly, from the cleanup stack
-ns_del_if_exists() {
-    if ns_exists "$1"; then
-        ip netns del "$1"
-    fi
-}
-
 # ---------------------------------------------------------------- topology
 
 # underlay OFFLOADS(on|off): fresh underlay namespace, bridge and node namespaces.
@@ -295,7 +284,7 @@ write_vswitch_config() { # write_vswitch_config N FILE
             [[ "$m" != "$n" ]] || continue
             printf '    - name: node-%s\n      address: %s\n      podCIDR: %s\n' "$m" "$(ul_ip "$m")" "$(pod_cidr "$m")"
         done
-        printf 'ports:\n  - name: pod\n    type: tap\n    interface: vv%s-tap\n    namespace: %s\n    createNamespace: true\n    ifName: eth0\n    address: %s/24\n' \
+        printf 'ports:\n  - name: pod\n    type: tap\n    interface: vv%s-tap\n    namespace: %s\n    ifName: eth0\n    address: %s/24\n' \
             "$n" "$(pod_ns "$n")" "$(pod_ip "$n")"
     } >"$file"
 }
@@ -311,15 +300,14 @@ pod_has_addr() { # pod_has_addr N
 declare -A VS_PID=()
 setup_vswitch() {
     local n cfg pid deadline
-    if ns_exists "$(pod_ns 1)" || ns_exists "$(pod_ns 2)"; then
-        log "pod namespace $(pod_ns 1) or $(pod_ns 2) already exists (left over?)"
-        return 1
-    fi
     underlay off
     for n in "${NODES[@]}"; do
         cfg="$WORK/node-$n.yaml"
         write_vswitch_config "$n" "$cfg"
-        cleanup ns_del_if_exists "$(pod_ns "$n")"
+        # The pod namespace exists before the switch starts, as a container
+        # runtime would make it; the switch moves its TAP in as eth0.
+        ns_add "$(pod_ns "$n")"
+        quiet_ns "$(pod_ns "$n")"
         if ! timeout 20 "$BIN" config check "$cfg" >"$WORK/config-check-$n.txt" 2>&1; then
             log "vswitch config check rejected $cfg:"
             indent_file "$WORK/config-check-$n.txt" 20
@@ -352,7 +340,7 @@ setup_vswitch() {
         if wait_for 10 ip -n "$(node_ns "$n")" link show dev "$HOST_IF"; then
             offloads_off "$HOST_IF" "$(node_ns "$n")"
         fi
-        log "vswitch node-$n: pid $pid, affinity $(taskset -p "$pid" 2>/dev/null | awk '{print $NF}'), threads $(find "/proc/$pid/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
+        log "vswitch node-$n: pid $pid, CPUs $(taskset -cp "$pid" 2>/dev/null | awk '{print $NF}'), threads $(find "/proc/$pid/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
     done
 }
 
