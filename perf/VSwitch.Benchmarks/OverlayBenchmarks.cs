@@ -56,7 +56,7 @@ public class OverlayBenchmarks : BatchBenchmark
         };
         router.RebuildRoutes();
         _encap = new VxlanEncapStage(overlay, ports);
-        _decap = new VxlanDecapStage(overlay);
+        _decap = new VxlanDecapStage(overlay, "ip4-route"); // the edge only matters for building this test graph
         _route = new Ipv4RouteStage(router, "vxlan-encap");
         _ = new StageGraph([new PortRxStage("vxlan-decap"), _decap, _route, _encap, new PortTxStage(ports), new DropStage()]);
         _batch = new PacketBatch(Batch);
