@@ -84,7 +84,12 @@ demo() {
             ip netns exec "vd-pod-${src%%:*}" ping -c 2 -i 0.2 -W 1 "${dst#*:}"
         done
     done
+    say "pod a pings its gateway 10.244.1.1 (the switch's router answers)"
+    ip netns exec vd-pod-a ping -c 2 -i 0.2 -W 1 10.244.1.1
+    say "pod a's routes (the default route via the gateway was set by the switch)"; ip -n vd-pod-a route show
     say "ARP cache of pod a"; ip -n vd-pod-a neigh show
+    say "vswitch routes"; "$BIN" routes
+    say "vswitch neighbors"; "$BIN" neighbors
     say "vswitch mac"; "$BIN" mac
     say "vswitch ports"; "$BIN" ports
     say "vswitch trace show (the first packets after 'trace add', stage by stage)"; "$BIN" trace show 8

@@ -25,9 +25,23 @@
 #   TCP    iperf3 -t 5, receiver Gb/s
 #   UDP64  iperf3 -u -l 18 -b 0 -t 5 (18 B payload + 8 UDP + 20 IP + 14 Eth
 #          = 60 B, a 64-byte frame with FCS), receiver packets/s and loss %
+#   UDP64 rate search (unless --no-udp-search): the highest offered rate of
+#          64-byte frames that the receiving iperf3 gets with < 1% loss.
+#          Each probe is iperf3 -u -l 18 -b RATE*144 (iperf3's -b counts
+#          payload bits: 18 B * 8 per packet) --pacing-timer 100 -t 3
+#          (defaults; see --pacing-us, --probe-secs), bounded by timeout.  The
+#          first probe is at the app rate just measured at -b 0; the search
+#          steps up (x1.5) or down (x0.5) until a pass and a fail bracket the
+#          answer, then bisects; at most 8 probes (--max-probes), stop at 2%
+#          resolution.  Reported: the rate received by iperf3 in the passing
+#          probe with the highest offered rate.  Each probe also logs the
+#          frames that reached the receiving pod's interface and the
+#          receiver's UDP RcvbufErrors, to place the loss.
 #   ping   ping -c 50 -i 0.01, median RTT
 #
 # Usage: perf/e2e/l2-bench.sh [--runs N] [--only LIST] [--out FILE.md]
+#                             [--no-udp-search] [--probe-secs N]
+#                             [--max-probes N] [--pacing-us N]
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,6 +54,15 @@ ONLY="$ALL_DATAPATHS"
 OUT=""
 DURATION=5
 PING_COUNT=50
+# UDP64 rate search (see the header).
+UDP_SEARCH=1
+PROBE_SECS=3
+MAX_PROBES=8
+PACING_US=100
+LOSS_LIMIT_PCT=1       # a probe passes when iperf3's loss is below this
+SEARCH_SEED_PPS=50000  # first probe when no -b 0 app rate is at hand
+SEARCH_MIN_PPS=1000    # never probe below this
+SEARCH_MAX_PPS=3000000 # never offer more than this
 
 NS_A=vb-pa
 NS_B=vb-pb
@@ -56,7 +79,8 @@ LOCK_FILE=/tmp/vb-l2-bench.lock
 
 usage() {
     cat <<EOF
-Usage: $0 [--runs N] [--only LIST] [--out FILE]
+Usage: $0 [--runs N] [--only LIST] [--out FILE] [--no-udp-search]
+          [--probe-secs N] [--max-probes N] [--pacing-us N]
 
 Same-node L2 benchmark of the Linux bridge, Open vSwitch netdev (userspace)
 and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
@@ -67,6 +91,17 @@ and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
                the binary is missing: set VSWITCH=/path or build to
                out/vswitch/vswitch)
   --out FILE   also write the result table as Markdown to FILE
+  --no-udp-search
+               skip the UDP64 rate search (the highest offered rate with
+               < $LOSS_LIMIT_PCT% loss at the receiving iperf3); quick runs
+  --probe-secs N
+               duration of each rate-search probe, 1..10 s (default $PROBE_SECS)
+  --max-probes N
+               probes per rate search, 2..8 (default $MAX_PROBES)
+  --pacing-us N
+               iperf3 --pacing-timer for the probes, 10..1000 us (default
+               $PACING_US; iperf3's own default, 1000, sends bursts of
+               rate/1000 packets every millisecond)
   --help       this text
 
 Needs root, iproute2, iperf3, ping, ethtool, taskset, timeout, /usr/bin/python3,
@@ -89,6 +124,31 @@ while (($# > 0)); do
         --out)
             [[ $# -ge 2 ]] || die "--out needs a file name"
             OUT="$2"
+            shift 2
+            ;;
+        --no-udp-search)
+            UDP_SEARCH=0
+            shift
+            ;;
+        --probe-secs)
+            if ! [[ $# -ge 2 && "$2" =~ ^([1-9]|10)$ ]]; then
+                die "--probe-secs needs an integer 1..10"
+            fi
+            PROBE_SECS="$2"
+            shift 2
+            ;;
+        --max-probes)
+            if ! [[ $# -ge 2 && "$2" =~ ^[2-8]$ ]]; then
+                die "--max-probes needs an integer 2..8"
+            fi
+            MAX_PROBES="$2"
+            shift 2
+            ;;
+        --pacing-us)
+            if ! [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]{1,3}$ ]] || (($2 > 1000)); then
+                die "--pacing-us needs an integer 10..1000"
+            fi
+            PACING_US="$2"
             shift 2
             ;;
         -h | --help)
@@ -329,12 +389,13 @@ setup_vswitch() {
 
 # ---------------------------------------------------------------- measurements
 
-# iperf_run NAME CLIENT_ARGS...: one iperf3 test vb-pa -> vb-pb, JSON in
-# $WORK/NAME.json.  The server serves exactly one test (-1) and is bounded.
+# iperf_run NAME SECS CLIENT_ARGS...: one iperf3 test of SECS seconds
+# vb-pa -> vb-pb, JSON in $WORK/NAME.json.  The server serves exactly one test
+# (-1) and is bounded in time, like the client.
 iperf_run() {
-    local name="$1" rc=0
-    shift
-    start_bg "srv-$name" timeout 30 ip netns exec "$NS_B" \
+    local name="$1" secs="$2" rc=0
+    shift 2
+    start_bg "srv-$name" timeout $((secs + 25)) ip netns exec "$NS_B" \
         taskset -c "${LOAD_CPU:-0}" iperf3 -s -1 -B "$IP_B" -p "$IPERF_PORT"
     if ! wait_for 5 tcp_listening "$NS_B" "$IPERF_PORT"; then
         log "iperf3 server did not start"
@@ -342,9 +403,9 @@ iperf_run() {
         bg_stop "srv-$name"
         return 1
     fi
-    in_ns "$NS_A" timeout $((DURATION + 15)) \
+    in_ns "$NS_A" timeout $((secs + 15)) \
         taskset -c "${LOAD_CPU:-0}" iperf3 -c "$IP_B" -p "$IPERF_PORT" \
-        -t "$DURATION" -J "$@" >"$WORK/$name.json" 2>"$WORK/$name.err" || rc=$?
+        -t "$secs" -J "$@" >"$WORK/$name.json" 2>"$WORK/$name.err" || rc=$?
     bg_wait "srv-$name" 10 || bg_stop "srv-$name"
     if ((rc != 0)); then
         log "iperf3 client failed (exit $rc)"
@@ -356,7 +417,7 @@ iperf_run() {
 
 measure_tcp() { # measure_tcp DP RUN
     local name="$1-tcp-$2" gbps
-    iperf_run "$name" || return 1
+    iperf_run "$name" "$DURATION" || return 1
     gbps="$("$PY" - "$WORK/$name.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -374,7 +435,7 @@ measure_udp64() { # measure_udp64 DP RUN
     # Frames the datapath delivered to the receiving pod's interface: the datapath's own rate, apart from how the
     # receiving iperf3 (which shares CPU 0 with the sender) keeps up with its socket.
     rx0=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
-    iperf_run "$name" -u -l 18 -b 0 || return 1
+    iperf_run "$name" "$DURATION" -u -l 18 -b 0 || return 1
     rx1=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
     fwd=$("$PY" -c "print('%.1f' % (($rx1 - $rx0) / $DURATION / 1e3))")
     record "$1" udp64_fwd_kpps "$fwd"
@@ -395,7 +456,118 @@ EOF
     read -r kpps loss <<<"$line"
     record "$1" udp64_kpps "$kpps"
     record "$1" udp64_loss "$loss"
+    UDP_APP_PPS="$("$PY" -c "print(int($kpps * 1000))")"
     log "$1 run $2: UDP64 $kpps kpps received by iperf3 (loss $loss %), $fwd kpps delivered to the pod interface"
+}
+
+# udp_rcvbuf_errors NS: the UDP RcvbufErrors counter of namespace NS.
+udp_rcvbuf_errors() {
+    # shellcheck disable=SC2016 # awk fields, not shell expansions
+    in_ns "$1" awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
+}
+
+# udp_probe NAME PPS: one paced UDP64 test offering PPS packets/s for
+# PROBE_SECS.  Sets PROBE_SENT (packets/s the client sent), PROBE_RCVD
+# (packets/s the receiving iperf3 got), PROBE_LOSS (%), PROBE_PASS (1 when
+# the loss is below LOSS_LIMIT_PCT), and, to show where packets were lost,
+# PROBE_IFRX (packets the receiving pod's interface got) and PROBE_RCVBUF
+# (datagrams dropped at a full receive socket in the receiving pod).  Returns
+# non-zero when the test failed.
+udp_probe() {
+    local name="$1" pps="$2" line rx0 rx1 rb0 rb1
+    rx0=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
+    rb0=$(udp_rcvbuf_errors "$NS_B")
+    # iperf3's -b counts payload bits: 18 bytes * 8 = 144 bits per packet.
+    iperf_run "$name" "$PROBE_SECS" -u -l 18 -b $((pps * 144)) --pacing-timer "$PACING_US" || return 1
+    rx1=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
+    rb1=$(udp_rcvbuf_errors "$NS_B")
+    PROBE_IFRX=$((rx1 - rx0))
+    PROBE_RCVBUF=$((rb1 - rb0))
+    line="$("$PY" - "$WORK/$name.json" "$LOSS_LIMIT_PCT" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+if "error" in d:
+    sys.exit("iperf3: " + d["error"])
+s = d["end"]["sum"]
+sent, lost, secs = s["packets"], s["lost_packets"], s["seconds"]
+if not sent or secs <= 0:
+    sys.exit("iperf3 sent nothing")
+loss = 100.0 * lost / sent
+print("%d %d %.3f %d %d %d" % (sent / secs, (sent - lost) / secs, loss, loss < float(sys.argv[2]), sent, lost))
+EOF
+)" || return 1
+    read -r PROBE_SENT PROBE_RCVD PROBE_LOSS PROBE_PASS PROBE_NSENT PROBE_NLOST <<<"$line"
+}
+
+# measure_udp64_search DP RUN: the highest offered UDP64 rate that the
+# receiving iperf3 gets with less than LOSS_LIMIT_PCT % loss.
+#
+# The first probe is at the app rate the -b 0 test just measured (UDP_APP_PPS,
+# the right order of magnitude; the loss-free rate may be above or below it).
+# While no probe has failed, step up x1.5; while none has passed, step down
+# x0.5; once a pass and a fail bracket the answer, bisect.  At most MAX_PROBES probes; stop early at 2%
+# resolution, or when a passing probe could not send the offered rate (the
+# generator, not the loss, is then the limit).  Records the rate received in
+# the passing probe with the highest offered rate.
+measure_udp64_search() {
+    local dp="$1" run="$2" lo=0 hi=0 rate probes=0 best_rcvd="" best_offered="" note="" verdict
+    local seed="${UDP_APP_PPS:-0}"
+    ((seed >= SEARCH_MIN_PPS)) || seed=$SEARCH_SEED_PPS
+    while ((probes < MAX_PROBES)); do
+        if ((hi == 0)); then
+            if ((lo == 0)); then
+                rate=$seed
+            elif ((lo >= SEARCH_MAX_PPS)); then
+                break
+            else
+                rate=$((lo * 3 / 2))
+                ((rate <= SEARCH_MAX_PPS)) || rate=$SEARCH_MAX_PPS
+            fi
+        elif ((lo == 0)); then
+            ((hi > SEARCH_MIN_PPS)) || break
+            rate=$((hi / 2))
+            ((rate >= SEARCH_MIN_PPS)) || rate=$SEARCH_MIN_PPS
+        else
+            # Bracketed: stop when the bracket is within 2% of the pass.
+            (((hi - lo) * 50 > lo)) || break
+            rate=$(((lo + hi) / 2))
+        fi
+        probes=$((probes + 1))
+        if ! udp_probe "$dp-udps-$run-$probes" "$rate"; then
+            log "$dp run $run: UDP64 search probe $probes at $rate pps failed; search abandoned"
+            return 1
+        fi
+        verdict=fail
+        ((PROBE_PASS)) && verdict=pass
+        log "$dp run $run: UDP64 search probe $probes: offered $rate pps, sent $PROBE_SENT, received $PROBE_RCVD, loss $PROBE_LOSS % ($verdict; of $PROBE_NSENT sent, $PROBE_NLOST lost: $PROBE_IFRX frames reached the pod interface, $PROBE_RCVBUF dropped at the receiver's full socket)"
+        if ((PROBE_PASS)); then
+            lo=$rate
+            best_offered=$rate
+            best_rcvd=$PROBE_RCVD
+            # A pass that could not reach 97% of the offered rate: offering
+            # more would only measure the sender.
+            if ((PROBE_SENT * 100 < rate * 97)); then
+                note="generator-limited (sent $PROBE_SENT of $rate pps offered)"
+                break
+            fi
+        else
+            hi=$rate
+        fi
+    done
+    if [[ -z "$best_rcvd" ]]; then
+        log "$dp run $run: UDP64 search: no offered rate down to $rate pps had < $LOSS_LIMIT_PCT% loss"
+        record "$dp" udp64_search_note "run $run: no rate with < $LOSS_LIMIT_PCT% loss down to $rate pps"
+        return 1
+    fi
+    if [[ -z "$note" ]] && ((hi == 0)); then
+        note="not bracketed: every probe passed, up to $lo pps offered"
+    fi
+    record "$dp" udp64_max_kpps "$("$PY" -c "print('%.1f' % ($best_rcvd / 1e3))")"
+    record "$dp" udp64_max_offered_kpps "$("$PY" -c "print('%.1f' % ($best_offered / 1e3))")"
+    if [[ -n "$note" ]]; then
+        record "$dp" udp64_search_note "run $run: $note"
+    fi
+    log "$dp run $run: UDP64 max with < $LOSS_LIMIT_PCT% loss: $best_rcvd pps received at $best_offered pps offered ($probes probes$( ((hi > 0)) && echo ", lowest failing offer $hi pps")${note:+; $note})"
 }
 
 measure_ping() { # measure_ping DP RUN
@@ -433,7 +605,11 @@ run_datapath() { # run_datapath DP
         record "$dp" status ok
         for ((run = 1; run <= RUNS; run++)); do
             measure_tcp "$dp" "$run" || log "$dp run $run: TCP measurement failed"
+            UDP_APP_PPS=""
             measure_udp64 "$dp" "$run" || log "$dp run $run: UDP64 measurement failed"
+            if ((UDP_SEARCH)); then
+                measure_udp64_search "$dp" "$run" || log "$dp run $run: UDP64 rate search failed"
+            fi
             measure_ping "$dp" "$run" || log "$dp run $run: ping measurement failed"
         done
     else
@@ -487,16 +663,25 @@ for dp in "${SELECTED[@]}"; do
 done
 ELAPSED=$((SECONDS - START))
 
-HEADER="runs=$RUNS (median), iperf3 -t $DURATION, MTU $MTU, pod offloads off; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; CPU busy before start ${BUSY_AT_START}%; elapsed ${ELAPSED}s"
+if ((UDP_SEARCH)); then
+    SEARCH_NOTE="UDP64 rate search: probes of ${PROBE_SECS}s, --pacing-timer $PACING_US us, at most $MAX_PROBES per search, pass = loss < $LOSS_LIMIT_PCT%"
+else
+    SEARCH_NOTE="UDP64 rate search skipped (--no-udp-search)"
+fi
+HEADER="runs=$RUNS (median), iperf3 -t $DURATION, MTU $MTU, pod offloads off; $PIN_NOTE; $SEARCH_NOTE; kernel $(uname -r), $NCPU CPUs; CPU busy before start ${BUSY_AT_START}%; elapsed ${ELAPSED}s"
 
-"$PY" - "$RESULTS" "$OUT" "$HEADER" "${SELECTED[@]}" <<'EOF'
+"$PY" - "$RESULTS" "$OUT" "$HEADER" "$UDP_SEARCH" "$LOSS_LIMIT_PCT" "${SELECTED[@]}" <<'EOF'
 import statistics, sys
-results, out, header, order = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-vals, status = {}, {}
+results, out, header, searched, limit = sys.argv[1:6]
+order = sys.argv[6:]
+searched = searched == "1"
+vals, status, notes = {}, {}, {}
 for line in open(results):
     dp, metric, value = line.rstrip("\n").split("\t", 2)
     if metric == "status":
         status[dp] = value
+    elif metric.endswith("_note"):
+        notes.setdefault(dp, []).append(value)
     else:
         vals.setdefault(dp, {}).setdefault(metric, []).append(float(value))
 
@@ -513,16 +698,32 @@ def fmt(x, p):
 def ratio(a, b):
     return "-" if a is None or b is None or b == 0 else "%.2f" % (a / b)
 
-cols = ["datapath", "TCP Gb/s", "UDP64 fwd kpps", "UDP64 app kpps", "app loss %", "ping median ms",
-        "TCP/bridge", "UDP64fwd/bridge", "TCP/OVS", "UDP64fwd/OVS", "status"]
+max_col = "UDP64 max kpps <%s%% loss" % limit
+cols = ["datapath", "TCP Gb/s", "UDP64 fwd kpps", "UDP64 app kpps", "app loss %"]
+if searched:
+    cols += [max_col]
+cols += ["ping median ms", "TCP/bridge", "UDP64fwd/bridge"]
+if searched:
+    cols += ["UDP64max/bridge"]
+cols += ["TCP/OVS", "UDP64fwd/OVS"]
+if searched:
+    cols += ["UDP64max/OVS"]
+cols += ["status"]
 rows = []
 for dp in order:
-    t, u = med(dp, "tcp_gbps"), med(dp, "udp64_fwd_kpps")
-    rows.append([names[dp], fmt(t, 2), fmt(u, 1), fmt(med(dp, "udp64_kpps"), 1), fmt(med(dp, "udp64_loss"), 1),
-                 fmt(med(dp, "ping_ms"), 3),
-                 ratio(t, med("bridge", "tcp_gbps")), ratio(u, med("bridge", "udp64_fwd_kpps")),
-                 ratio(t, med("ovs", "tcp_gbps")), ratio(u, med("ovs", "udp64_fwd_kpps")),
-                 status.get(dp, "not run")])
+    t, u, m = med(dp, "tcp_gbps"), med(dp, "udp64_fwd_kpps"), med(dp, "udp64_max_kpps")
+    cells = {"datapath": names[dp], "TCP Gb/s": fmt(t, 2), "UDP64 fwd kpps": fmt(u, 1),
+             "UDP64 app kpps": fmt(med(dp, "udp64_kpps"), 1), "app loss %": fmt(med(dp, "udp64_loss"), 1),
+             max_col: fmt(m, 1) + ("*" if notes.get(dp) and m is not None else ""),
+             "ping median ms": fmt(med(dp, "ping_ms"), 3),
+             "TCP/bridge": ratio(t, med("bridge", "tcp_gbps")),
+             "UDP64fwd/bridge": ratio(u, med("bridge", "udp64_fwd_kpps")),
+             "UDP64max/bridge": ratio(m, med("bridge", "udp64_max_kpps")),
+             "TCP/OVS": ratio(t, med("ovs", "tcp_gbps")), "UDP64fwd/OVS": ratio(u, med("ovs", "udp64_fwd_kpps")),
+             "UDP64max/OVS": ratio(m, med("ovs", "udp64_max_kpps")),
+             "status": status.get(dp, "not run")}
+    rows.append([cells[c] for c in cols])
+note_lines = ["%s: %s" % (names[dp], n) for dp in order for n in notes.get(dp, [])]
 
 widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
 line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -532,6 +733,10 @@ print(line(cols))
 print("-+-".join("-" * w for w in widths))
 for r in rows:
     print(line(r))
+if note_lines:
+    print("UDP64 rate search notes (* in the table):")
+    for n in note_lines:
+        print("  " + n)
 
 if out:
     with open(out, "w") as f:
@@ -541,10 +746,24 @@ if out:
         f.write("|" + "|".join("---" for _ in cols) + "|\n")
         for r in rows:
             f.write("| " + " | ".join(r) + " |\n")
-        f.write("\nUDP64: iperf3 -u -l 18 -b 0 (64-byte frames). fwd kpps = frames the datapath delivered to the receiving pod's "
-                "interface per second (its rx_packets); app kpps = datagrams the receiving iperf3 read (it shares CPU 0 with "
-                "the sender, so most app loss is UdpRcvbufErrors at the receiver, not the datapath); "
-                "ratios are medians divided by the Linux bridge / OVS netdev medians.\n")
+        f.write("\nUDP64 saturation: iperf3 -u -l 18 -b 0 (64-byte frames, unlimited offered rate). fwd kpps = frames the "
+                "datapath delivered to the receiving pod's interface per second (its rx_packets); app kpps = datagrams the "
+                "receiving iperf3 read (it shares CPU 0 with the unthrottled sender, so most app loss is UdpRcvbufErrors at "
+                "the receiver, not the datapath).\n")
+        if searched:
+            f.write("\nUDP64 max kpps <%s%% loss: for each run, a search over offered packet rates finds the highest one at "
+                    "which the receiving iperf3 sees less than %s%% loss; the figure is the rate that iperf3 received in "
+                    "that probe, median over runs. Each probe is a bounded iperf3 -u -l 18 -b RATE*144 (-b counts payload "
+                    "bits) --pacing-timer run; the first probe is at the run's app kpps, then the rate steps up x1.5 or "
+                    "down x0.5 until a passing and a failing probe bracket the answer, then bisects, with a capped number "
+                    "of probes (parameters in the header line). Unlike the saturation figures, the sender here only uses "
+                    "the CPU it needs for the offered rate, so this is the rate a pod gets end to end without loss.\n"
+                    % (limit, limit))
+            for n in note_lines:
+                f.write("\n* " + n)
+            if note_lines:
+                f.write("\n")
+        f.write("\nRatios are medians divided by the Linux bridge / OVS netdev medians.\n")
 EOF
 if [[ -n "$OUT" ]]; then
     log "Markdown table written to $OUT"

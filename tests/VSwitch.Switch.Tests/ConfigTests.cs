@@ -38,3 +38,46 @@ public sealed class ConfigTests
         Assert.Equal("/nonexistent/vswitch.yaml: config file not found", e.Message);
     }
 }
+
+public sealed class OverlayConfigTests
+{
+    private const string Ports = "ports:\n  - name: a\n    interface: x\n";
+
+    [Fact]
+    public void Node_overlay_and_host_sections_parse_with_kubernetes_style_names()
+    {
+        SwitchConfig c = ConfigLoader.Parse("""
+            node: {name: n1, podCIDR: 10.244.1.0/24, clusterCIDR: 10.244.0.0/16}
+            host: {interface: vsw0}
+            overlay:
+              localAddress: 198.18.0.1
+              port: 8472
+              vni: 42
+              peers:
+                - {name: n2, address: 198.18.0.2, podCIDR: 10.244.2.0/24, vtepMac: "0e:00:0a:f4:02:01"}
+            ports:
+              - {name: a, interface: x, address: 10.244.1.2/24}
+            """, "cfg.yaml");
+        Assert.Equal("10.244.1.0/24", c.Node.PodCidr);
+        Assert.Equal(8472, c.Overlay!.Port);
+        Assert.Equal(42, c.Overlay.Vni);
+        Assert.Equal("10.244.2.0/24", Assert.Single(c.Overlay.Peers).PodCidr);
+        Assert.Equal("vsw0", c.Host!.Interface);
+    }
+
+    [Theory]
+    [InlineData("node: {podCIDR: 10.244.1.5/24}\n", "node.podCIDR: '10.244.1.5/24' is not an IPv4 network")]
+    [InlineData("node: {podCIDR: 10.245.1.0/24}\n", "node.podCIDR: 10.245.1.0/24 is not inside node.clusterCIDR 10.244.0.0/16")]
+    [InlineData("host: {interface: vsw0}\n", "host: needs node.podCIDR")]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\noverlay: {port: 4789}\n", "overlay.localAddress: required")]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\noverlay: {localAddress: 198.18.0.1, vni: 16777216}\n", "overlay.vni: 16777216 is out of range 0..16777215")]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\noverlay: {localAddress: 198.18.0.1, peers: [{name: b, address: 198.18.0.2, podCIDR: 10.244.1.0/25}]}\n", "overlay.peers[0].podCIDR: 10.244.1.0/25 overlaps node.podCIDR 10.244.1.0/24")]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\noverlay: {localAddress: 198.18.0.1, peers: [{name: b, address: 198.18.0.1}]}\n", "overlay.peers[0].address: 198.18.0.1 is this node's own overlay.localAddress")]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\noverlay: {localAddress: 198.18.0.1, peers: [{name: b, address: 198.18.0.2}, {name: c, address: 198.18.0.2}]}\n", "overlay.peers[1].address: 198.18.0.2 is used by two peers")]
+    [InlineData("overlay: {localAddress: 198.18.0.1, peerz: []}\n", "unknown field 'peerz' in overlay")]
+    public void Bad_overlay_config_names_the_field(string yaml, string expected)
+    {
+        ConfigException e = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(yaml + Ports, "cfg.yaml"));
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+}

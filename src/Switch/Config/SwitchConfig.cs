@@ -133,8 +133,11 @@ public static class ConfigLoader
     public const string EmbeddedDefault = """
         # VSwitch embedded default: one node, three pods on TAP ports.
         # The switch creates the pod namespaces and TAP devices, and removes them at shutdown.
+        # It routes the pod subnet: the pods get a default route via the gateway 10.244.1.1, which the switch owns
+        # (no host interface and no overlay here, so nothing changes outside the pod namespaces).
         node:
           name: node-1
+          podCIDR: 10.244.1.0/24
         control:
           socket: /run/vswitch/vswitch.sock
         bridge:

@@ -59,7 +59,7 @@ public sealed class Router
     {
         var routes = new List<Route>
         {
-            new(new Ipv4Prefix(Options.Gateway, 32), RouteKind.Local, Via: "host"),
+            new(new Ipv4Prefix(Options.Gateway, 32), RouteKind.Local, Via: HostPort != PortIds.None ? "host" : "router (answers echo; no host port)"),
             new(Options.PodCidr, RouteKind.Connected, Via: "pods"),
         };
         if (Options.ClusterCidr != Options.PodCidr) routes.Add(new Route(Options.ClusterCidr, RouteKind.Unreachable));
