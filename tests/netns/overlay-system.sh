@@ -15,9 +15,10 @@
 #        vo-n1-pb .3   vo-n2-pb .3        vo-n3-pb .3        vo-n4-pb .3
 #
 # Each VSwitch node runs `vswitch run --config` inside its node namespace
-# (ip netns exec vo-nN), with its own control socket; the switch creates the
-# pod namespaces and TAPs, owns the gateway 10.244.N.1, creates the host
-# interface vsw0 and tunnels to the three other nodes over UDP 4789, VNI 1.
+# (ip netns exec vo-nN), with its own control socket; the pod namespaces
+# exist first (as a container runtime makes them), the switch creates the
+# TAPs and moves them in as eth0, owns the gateway 10.244.N.1, creates the
+# host interface vsw0 and tunnels to the three other nodes over UDP 4789, VNI 1.
 # Pods get MTU 1450 (underlay 1500 - 50) except vo-n1-pb and vo-n2-pb, which
 # are configured with `mtu: 1500` to exercise "Frag needed" and PMTU discovery
 # through the overlay.  Node 4 is built with iproute2 only, exactly like a
@@ -78,10 +79,6 @@ else
 fi
 declare -A IS_VS=()
 for n in "${VS_NODES[@]}"; do IS_VS[$n]=1; done
-# Pod namespaces: on node 3 the switch creates them (createNamespace: true);
-# on nodes 1 and 2 they exist before the switch starts, as a container
-# runtime would make them (createNamespace: false).
-declare -A CREATE_NS=([3]=1)
 
 UL_NS=vo-ul
 UL_BR=vo-br
@@ -142,13 +139,6 @@ quiet_ns() {
 
 ns_exists() {
     ip netns list | awk '{print $1}' | grep -qxF -- "$1"
-}
-
-# shellcheck disable=SC2317 # only called indirectly, from the cleanup stack
-ns_del_if_exists() {
-    if ns_exists "$1"; then
-        ip netns del "$1"
-    fi
 }
 
 # ---------------------------------------------------------------- underlay
@@ -275,9 +265,6 @@ write_config() { # write_config N FILE
             printf '    type: tap\n'
             printf '    interface: %s\n' "${POD_TAP[$k]}"
             printf '    namespace: %s\n' "${POD_NS[$k]}"
-            if [[ -n "${CREATE_NS[$n]:-}" ]]; then
-                printf '    createNamespace: true\n'
-            fi
             printf '    ifName: eth0\n'
             printf '    address: %s/24\n' "${POD_IP[$k]}"
             printf '    mac: "%s"\n' "${POD_MAC[$k]}"
@@ -335,16 +322,13 @@ if ((${#VS_NODES[@]} > 0)); then
     fi
     for n in "${VS_NODES[@]}"; do
         write_config "$n" "$WORK/node-$n.yaml"
+        # The pod namespaces exist before the switch starts, as a container
+        # runtime makes them.  (createNamespace: true is not usable here: a
+        # switch under `ip netns exec` has a private mount namespace, so the
+        # namespaces it would create are invisible outside it; see README.)
         for l in a b; do
-            if [[ -n "${CREATE_NS[$n]:-}" ]]; then
-                # The switch creates (and at shutdown deletes) the pod
-                # namespaces; remove them here too if it cannot.
-                cleanup ns_del_if_exists "${POD_NS[$n$l]}"
-            else
-                # As a container runtime would: the namespace exists first.
-                ns_add "${POD_NS[$n$l]}"
-                quiet_ns "${POD_NS[$n$l]}"
-            fi
+            ns_add "${POD_NS[$n$l]}"
+            quiet_ns "${POD_NS[$n$l]}"
         done
     done
     cfg_ok=1
@@ -368,20 +352,6 @@ if ((${#VS_NODES[@]} > 0)); then
     for n in "${VS_NODES[@]}"; do
         for l in a b; do
             k="$n$l"
-            if [[ -n "${CREATE_NS[$n]:-}" ]]; then
-                # `ip netns add` run by a process under `ip netns exec` mounts
-                # the new namespace in that process's private mount namespace
-                # only: the file appears in /run/netns but nobody else can
-                # enter it.
-                if wait_for 15 ns_exists "${POD_NS[$k]}" &&
-                    wait_for 5 ip netns exec "${POD_NS[$k]}" true; then
-                    pass "${POD_NAME[$k]}: namespace ${POD_NS[$k]} created by the switch is usable outside the switch"
-                else
-                    f="$WORK/ns-$k.txt"
-                    { ls -l /run/netns; ip netns exec "${POD_NS[$k]}" true; } >"$f" 2>&1 || true
-                    fail "${POD_NAME[$k]}: namespace ${POD_NS[$k]} created by the switch is usable outside the switch (a bind mount made inside the switch's 'ip netns exec' mount namespace does not propagate)" "$f"
-                fi
-            fi
             if wait_for 15 pod_addr_ok "$k"; then
                 pass "${POD_NAME[$k]}: TAP moved into ${POD_NS[$k]} as eth0 with ${POD_IP[$k]}/24, up"
             else
@@ -761,12 +731,8 @@ for n in "${VS_NODES[@]}"; do
         fail "node-$n: no 10.244.0.0/16 routes left in $ns (found: ${routes//$'\n'/; })"
     fi
     for l in a b; do
-        if [[ -n "${CREATE_NS[$n]:-}" ]]; then
-            expect_fail "${POD_NAME[$n$l]}: namespace ${POD_NS[$n$l]} (created by the switch) removed" ns_exists "${POD_NS[$n$l]}"
-        else
-            expect_ok "${POD_NAME[$n$l]}: namespace ${POD_NS[$n$l]} (not created by the switch) left in place" ns_exists "${POD_NS[$n$l]}"
-            expect_fail "${POD_NAME[$n$l]}: TAP gone from ${POD_NS[$n$l]} (no eth0)" ip -n "${POD_NS[$n$l]}" link show dev eth0
-        fi
+        expect_ok "${POD_NAME[$n$l]}: namespace ${POD_NS[$n$l]} (not created by the switch) left in place" ns_exists "${POD_NS[$n$l]}"
+        expect_fail "${POD_NAME[$n$l]}: TAP gone from ${POD_NS[$n$l]} (no eth0)" ip -n "${POD_NS[$n$l]}" link show dev eth0
     done
     expect_fail "node-$n: control socket $(sock_of "$n") removed" test -e "$(sock_of "$n")"
 done
