@@ -75,7 +75,7 @@ HOST_B=vb-pb-h
 PEER_A=vb-pa-p
 PEER_B=vb-pb-p
 IPERF_PORT=5201
-LOCK_FILE=/tmp/vb-l2-bench.lock
+LOCK_FILE=/tmp/vswitch-bench.lock   # shared by every benchmark script: one at a time on this machine
 
 usage() {
     cat <<EOF
@@ -182,9 +182,9 @@ done
 # Only one benchmark at a time on this machine.
 exec 9>>"$LOCK_FILE"
 if ! flock -n 9; then
-    die "another l2-bench is running (lock $LOCK_FILE held)"
+    log "another benchmark holds $LOCK_FILE; waiting up to 900 s"
+    flock -w 900 9 || die "another benchmark still holds $LOCK_FILE after 900 s"
 fi
-cleanup rm -f -- "$LOCK_FILE"
 
 make_workdir vb-bench
 WORK="$NETNS_WORKDIR"
