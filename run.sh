@@ -136,8 +136,10 @@ bench() {
     build
     say "stage benchmarks (BenchmarkDotNet, ns/packet, allocations)"
     dotnet run -c Release --project perf/VSwitch.Benchmarks -- --filter '*' "$@"
-    say "end-to-end: Linux bridge vs Open vSwitch netdev vs VSwitch"
+    say "end-to-end, same node: Linux bridge vs Open vSwitch netdev vs VSwitch"
     VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --out out/bench-l2.md
+    say "end-to-end, across nodes over VXLAN: kernel flannel-style vs VSwitch"
+    VSWITCH="$BIN" bash perf/e2e/overlay-bench.sh --runs 3 --out out/bench-overlay.md
 }
 
 case "${1:-demo}" in

@@ -272,8 +272,24 @@ write_config() { # write_config N FILE
                 printf '    mtu: %s\n' "${POD_MTU_OF[$k]}"
             fi
         done
+        # Nodes 1 and 2 also carry one pod of a flat L2 subnet spanning both
+        # nodes (Weave sleeve style): no gateway, reachable only through
+        # flood-and-learn over the overlay.
+        if [[ "$n" == 1 || "$n" == 2 ]]; then
+            printf '  - name: pod-l2\n'
+            printf '    type: tap\n'
+            printf '    interface: vo%s-tap-l\n' "$n"
+            printf '    namespace: %s\n' "$(l2_ns "$n")"
+            printf '    ifName: eth0\n'
+            printf '    address: %s/24\n' "$(l2_ip "$n")"
+            printf '    mac: "%s"\n' "$(l2_mac "$n")"
+        fi
     } >"$file"
 }
+
+l2_ns() { printf 'vo-n%s-pl' "$1"; }
+l2_ip() { printf '10.244.200.%s' "$1"; }
+l2_mac() { printf '02:00:0a:f4:c8:%02x' "$1"; }
 
 show_switch_log() { # show_switch_log N
     log "vswitch node-$1 log ($(bg_log "vs-n$1")):"
@@ -330,6 +346,10 @@ if ((${#VS_NODES[@]} > 0)); then
             ns_add "${POD_NS[$n$l]}"
             quiet_ns "${POD_NS[$n$l]}"
         done
+        if [[ "$n" == 1 || "$n" == 2 ]]; then
+            ns_add "$(l2_ns "$n")"
+            quiet_ns "$(l2_ns "$n")"
+        fi
     done
     cfg_ok=1
     for n in "${VS_NODES[@]}"; do
@@ -420,6 +440,20 @@ for s in "${PODS[@]}"; do
             in_ns "${POD_NS[$s]}" timeout 10 ping -c 3 -W 1 -i 0.2 "${POD_IP[$d]}"
     done
 done
+
+# Flood-and-learn: the flat-L2 pods on nodes 1 and 2 find each other by ARP
+# broadcast replicated to every peer, then talk unicast to the learned peer.
+if [[ -n "${IS_VS[1]:-}" && -n "${IS_VS[2]:-}" ]]; then
+    expect_ok "flood-and-learn: flat-L2 pod on node-1 ($(l2_ip 1)) pings the one on node-2 ($(l2_ip 2)) across the overlay" \
+        in_ns "$(l2_ns 1)" timeout 10 ping -c 3 -W 1 -i 0.2 "$(l2_ip 2)"
+    fdb1="$(vs 1 peers 2>&1 || true)"
+    if grep -iF -- "$(l2_mac 2)" <<<"$fdb1" | grep -iF node-2 | grep -qiF learned; then
+        pass "flood-and-learn: node-1 learned $(l2_mac 2) behind node-2"
+    else
+        printf '%s\n' "$fdb1" >"$WORK/fdb1.txt"
+        fail "flood-and-learn: node-1 learned $(l2_mac 2) behind node-2" "$WORK/fdb1.txt"
+    fi
+fi
 
 # ---------------------------------------------------------------- node host stack and default route
 
