@@ -198,28 +198,7 @@ public sealed unsafe class AfPacketPort : IPacketPort
                 _txIov[i].Base = slab.SlotPointer(slots[i]) + m.Offset;
                 _txIov[i].Length = (nuint)m.Length;
             }
-            int done = 0;
-            while (done < n)
-            {
-                int r = Native.SendMmsg(_fd.Fd, _txMsgs + done, (uint)(n - done), Native.MSG_DONTWAIT);
-                if (r < 0)
-                {
-                    int e = Marshal.GetLastPInvokeError();
-                    if (e == Native.EINTR) continue;
-                    if (e is Native.EAGAIN or Native.ENOBUFS)
-                    {
-                        Counters.Add((int)PortCounter.TxDropped, n - done);
-                        break;
-                    }
-                    // The frame at the head failed (e.g. larger than the MTU): count it and carry on with the rest.
-                    Counters.Add((int)PortCounter.TxErrors);
-                    done++;
-                    continue;
-                }
-                for (int i = done; i < done + r; i++) bytes += (long)_txIov[i].Length;
-                done += r;
-                total += r;
-            }
+            total += Native.SendBatch(_fd.Fd, _txMsgs, _txIov, n, Counters, ref bytes);
             slots = slots[n..];
         }
         Counters.Add((int)PortCounter.TxPackets, total);

@@ -212,6 +212,37 @@ internal static unsafe partial class Native
     }
 
     public static ushort HostToNetwork(ushort v) => (ushort)((v >> 8) | (v << 8));
+
+    /// <summary>
+    /// Sends <paramref name="n"/> prepared messages with <c>sendmmsg</c> until all are sent or the kernel queue is full.
+    /// A full queue counts the rest as tx-dropped; a message the kernel refuses (too big, no route) counts one tx-error
+    /// and the rest still go. Adds the bytes sent to <paramref name="bytes"/>; returns the messages sent.
+    /// </summary>
+    public static int SendBatch(int fd, MMsgHdr* msgs, IoVec* iov, int n, Pipeline.CounterSet counters, ref long bytes)
+    {
+        int done = 0, sent = 0;
+        while (done < n)
+        {
+            int r = SendMmsg(fd, msgs + done, (uint)(n - done), MSG_DONTWAIT);
+            if (r < 0)
+            {
+                int e = Marshal.GetLastPInvokeError();
+                if (e == EINTR) continue;
+                if (e is EAGAIN or ENOBUFS)
+                {
+                    counters.Add((int)Pipeline.PortCounter.TxDropped, n - done);
+                    break;
+                }
+                counters.Add((int)Pipeline.PortCounter.TxErrors);
+                done++;
+                continue;
+            }
+            for (int i = done; i < done + r; i++) bytes += (long)iov[i].Length;
+            done += r;
+            sent += r;
+        }
+        return sent;
+    }
 }
 
 /// <summary>An error from a system call or setup step, with a message meant for the operator.</summary>

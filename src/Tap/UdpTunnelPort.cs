@@ -184,28 +184,7 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
                 _txIov[i].Length = (nuint)m.Length;
                 _txAddr[i].Address = BinaryPrimitives.ReverseEndianness(m.PeerAddr);
             }
-            int done = 0;
-            while (done < n)
-            {
-                int r = Native.SendMmsg(_txFd.Fd, _txMsgs + done, (uint)(n - done), Native.MSG_DONTWAIT);
-                if (r < 0)
-                {
-                    int e = Marshal.GetLastPInvokeError();
-                    if (e == Native.EINTR) continue;
-                    if (e is Native.EAGAIN or Native.ENOBUFS)
-                    {
-                        Counters.Add((int)PortCounter.TxDropped, n - done);
-                        break;
-                    }
-                    // The datagram at the head failed (no route to the peer, too big, ...): count it, carry on.
-                    Counters.Add((int)PortCounter.TxErrors);
-                    done++;
-                    continue;
-                }
-                for (int i = done; i < done + r; i++) bytes += (long)_txIov[i].Length;
-                done += r;
-                total += r;
-            }
+            total += Native.SendBatch(_txFd.Fd, _txMsgs, _txIov, n, Counters, ref bytes);
             slots = slots[n..];
         }
         Counters.Add((int)PortCounter.TxPackets, total);
