@@ -52,7 +52,6 @@ public class OverlayBenchmarks : BatchBenchmark
         var router = new Router(new RouterOptions { PodCidr = new Ipv4Prefix(Ipv4Address.Parse("10.244.1.0"), 24), RouterMac = RouterMac }, TimeProvider.System.TimestampFrequency)
         {
             Overlay = overlay,
-            TunnelPort = (ushort)_tunnel,
         };
         router.RebuildRoutes();
         _encap = new VxlanEncapStage(overlay, ports);

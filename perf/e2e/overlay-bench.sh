@@ -232,15 +232,7 @@ kernel_node() {
     local n="$1" offl="$2" ns pns m host peer
     ns="$(node_ns "$n")"
     pns="$(pod_ns "$n")"
-    in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1
-    in_ns "$ns" ip link add flannel.1 address "$(vtep_mac "$n")" type vxlan id "$VNI" \
-        dstport "$VXLAN_PORT" local "$(ul_ip "$n")" dev "$UL_IF" nolearning
-    in_ns "$ns" ip link set flannel.1 mtu "$POD_MTU"
-    in_ns "$ns" ip addr add "10.244.$n.0/32" dev flannel.1
-    in_ns "$ns" ip link set flannel.1 up
-    in_ns "$ns" ip link add cni0 type bridge
-    in_ns "$ns" ip addr add "$(gw_ip "$n")/24" dev cni0
-    in_ns "$ns" ip link set cni0 up
+    flannel_node "$ns" "$n" "$(vtep_mac "$n")" "$VNI" "$VXLAN_PORT" "$(ul_ip "$n")" "$UL_IF" "$POD_MTU" "$(gw_ip "$n")"
     ns_add "$pns"
     quiet_ns "$pns"
     host="$pns-h"
@@ -258,9 +250,7 @@ kernel_node() {
     fi
     for m in "${NODES[@]}"; do
         [[ "$m" != "$n" ]] || continue
-        in_ns "$ns" ip route add "$(pod_cidr "$m")" via "10.244.$m.0" dev flannel.1 onlink
-        in_ns "$ns" ip neigh replace "10.244.$m.0" lladdr "$(vtep_mac "$m")" dev flannel.1 nud permanent
-        in_ns "$ns" bridge fdb append "$(vtep_mac "$m")" dev flannel.1 dst "$(ul_ip "$m")"
+        flannel_peer "$ns" "$m" "$(pod_cidr "$m")" "$(vtep_mac "$m")" "$(ul_ip "$m")"
     done
 }
 

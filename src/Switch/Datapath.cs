@@ -97,7 +97,6 @@ public sealed class Datapath : IDisposable
         if (role == PortRole.Tunnel)
         {
             Overlay!.TunnelPort = id;
-            if (Router is not null) Router.TunnelPort = id;
         }
         if (role == PortRole.Host) Router!.HostPort = id;
         Router?.RebuildRoutes();

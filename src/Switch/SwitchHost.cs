@@ -48,7 +48,6 @@ public sealed partial class SwitchHost : IDisposable
             PodCidr = pod,
             ClusterCidr = cluster,
             RouterMac = c.Node.RouterMac is { } m ? MacAddress.Parse(m) : RouterOptions.DefaultRouterMac(pod),
-            OverlayMtu = c.Overlay is { } o ? o.UnderlayMtu - OverlayPeer.Overhead : 1500,
         };
     }
 

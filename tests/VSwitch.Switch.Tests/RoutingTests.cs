@@ -31,7 +31,6 @@ public sealed class RoutingTests
             {
                 PodCidr = new Ipv4Prefix(Ip("10.244.1.0"), 24),
                 RouterMac = RouterMac,
-                OverlayMtu = 1450,
             },
             Overlay = new OverlayOptions { LocalAddress = Ip("198.18.0.1") },
         }, _clock);

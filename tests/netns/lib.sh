@@ -439,3 +439,28 @@ mac_of() {
 tcp_listening() {
     in_ns "$1" ss -Hltn "sport = :$2" | grep -q .
 }
+
+# --- the kernel's own overlay, as flannel's vxlan backend + the bridge CNI plugin build it
+# (shared by tests/netns/overlay-system.sh and perf/e2e/overlay-bench.sh: one definition of the reference).
+
+# flannel_node NS N VTEP_MAC VNI PORT LOCAL_IP UNDERLAY_IF MTU GATEWAY_IP: flannel.1 (10.244.N.0/32) and cni0 (GATEWAY/24).
+flannel_node() {
+    local ns="$1" n="$2" mac="$3" vni="$4" port="$5" local_ip="$6" ul_if="$7" mtu="$8" gw="$9"
+    in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1
+    in_ns "$ns" ip link add flannel.1 address "$mac" type vxlan id "$vni" \
+        dstport "$port" local "$local_ip" dev "$ul_if" nolearning
+    in_ns "$ns" ip link set flannel.1 mtu "$mtu"
+    in_ns "$ns" ip addr add "10.244.$n.0/32" dev flannel.1
+    in_ns "$ns" ip link set flannel.1 up
+    in_ns "$ns" ip link add cni0 type bridge
+    in_ns "$ns" ip addr add "$gw/24" dev cni0
+    in_ns "$ns" ip link set cni0 up
+}
+
+# flannel_peer NS PEER_N PEER_CIDR PEER_VTEP_MAC PEER_UNDERLAY_IP: route, neighbor and FDB entry for one other node.
+flannel_peer() {
+    local ns="$1" m="$2" cidr="$3" mac="$4" ip="$5"
+    in_ns "$ns" ip route add "$cidr" via "10.244.$m.0" dev flannel.1 onlink
+    in_ns "$ns" ip neigh replace "10.244.$m.0" lladdr "$mac" dev flannel.1 nud permanent
+    in_ns "$ns" bridge fdb append "$mac" dev flannel.1 dst "$ip"
+}

@@ -135,7 +135,7 @@ public sealed class ControlHandler
         var rows = new List<string[]> { new[] { "PREFIX", "KIND", "VIA" } };
         foreach (Route route in r.Routes.Routes.OrderByDescending(x => x.Prefix.Length).ThenBy(x => x.Prefix.Address))
             rows.Add([route.Prefix.ToString(), route.Kind.ToString().ToLowerInvariant(), route.Via.Length == 0 ? "-" : route.Via]);
-        return $"gateway {r.Options.Gateway}, router MAC {r.Options.RouterMac}, overlay MTU {r.Options.OverlayMtu}\n" + Table(rows);
+        return $"gateway {r.Options.Gateway}, router MAC {r.Options.RouterMac}, tunnel MTU {(r.Overlay is { } ov ? ov.Options.OverlayMtu.ToString(CultureInfo.InvariantCulture) : "- (no overlay)")}\n" + Table(rows);
     }
 
     private string Neighbors()

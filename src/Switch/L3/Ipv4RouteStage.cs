@@ -168,15 +168,16 @@ public sealed class Ipv4RouteStage : Stage
                 }
                 case RouteKind.Peer:
                 {
-                    if (ip.TotalLength > o.OverlayMtu)
+                    int mtu = overlay!.Options.OverlayMtu;
+                    if (ip.TotalLength > mtu)
                     {
                         if (ip.DontFragment)
-                            IcmpOrDrop<T>(ctx, s, ref m, next, i, IcmpType.DestinationUnreachable, IcmpUnreachableCode.FragmentationNeeded, (uint)o.OverlayMtu, Reason.FragNeeded, Counter.IcmpFragNeeded, Code.FragNeeded, dst);
+                            IcmpOrDrop<T>(ctx, s, ref m, next, i, IcmpType.DestinationUnreachable, IcmpUnreachableCode.FragmentationNeeded, (uint)mtu, Reason.FragNeeded, Counter.IcmpFragNeeded, Code.FragNeeded, dst);
                         else
                             next[i] = Drop(ref m, (int)Reason.TooBigNoDf);
                         continue;
                     }
-                    OverlayPeer peer = overlay!.Peer(route.Peer);
+                    OverlayPeer peer = overlay.Peer(route.Peer);
                     outPort = router.TunnelPort;
                     nextMac = peer.VtepMac.Value;
                     nextHop = peer.Address.Value;
@@ -213,18 +214,9 @@ public sealed class Ipv4RouteStage : Stage
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void WriteMacs(byte* f, ulong dst, ulong src)
     {
-        f[0] = (byte)(dst >> 40);
-        f[1] = (byte)(dst >> 32);
-        f[2] = (byte)(dst >> 24);
-        f[3] = (byte)(dst >> 16);
-        f[4] = (byte)(dst >> 8);
-        f[5] = (byte)dst;
-        f[6] = (byte)(src >> 40);
-        f[7] = (byte)(src >> 32);
-        f[8] = (byte)(src >> 24);
-        f[9] = (byte)(src >> 16);
-        f[10] = (byte)(src >> 8);
-        f[11] = (byte)src;
+        var h = new Span<byte>(f, 12);
+        new MacAddress(dst).Write(h);
+        new MacAddress(src).Write(h[6..]);
     }
 
     /// <summary>A pod address with no resolved MAC: ask by ARP (at most once a second per address; the packet becomes the

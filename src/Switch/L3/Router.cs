@@ -11,8 +11,6 @@ public sealed record RouterOptions
     public Ipv4Prefix ClusterCidr { get; init; } = new(new Ipv4Address(0x0AF4_0000), 16);
     /// <summary>MAC the router answers ARP with on every port and uses as its VTEP MAC in the overlay.</summary>
     public required MacAddress RouterMac { get; init; }
-    /// <summary>Largest IPv4 packet sent to overlay peers (underlay MTU - 50); larger DF packets get ICMP frag-needed.</summary>
-    public int OverlayMtu { get; init; } = 1450;
     /// <summary>Learned neighbors are forgotten after this long without an ARP refresh.</summary>
     public TimeSpan NeighborTimeout { get; init; } = TimeSpan.FromSeconds(300);
     /// <summary>An unanswered ARP request turns into ICMP host unreachable after this long.</summary>
@@ -51,7 +49,8 @@ public sealed class Router
     public RouteTable Routes { get; private set; } = RouteTable.Empty;
     public ushort HostPort { get; set; } = PortIds.None;
     public MacAddress HostMac { get; set; }
-    public ushort TunnelPort { get; set; } = PortIds.None;
+    /// <summary>The overlay's tunnel port (None without an overlay).</summary>
+    public ushort TunnelPort => Overlay?.TunnelPort ?? PortIds.None;
     public Overlay? Overlay { get; set; }
 
     /// <summary>Builds the route table from the node's settings, its host port and the overlay's peers.</summary>
