@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using VSwitch.Encap;
+using VSwitch.Nat;
 using VSwitch.Pipeline;
 using VSwitch.Pipeline.Stages;
 using VSwitch.Pipeline.Wire;
@@ -24,6 +25,8 @@ public sealed record DatapathOptions
     public RouterOptions? Router { get; init; }
     /// <summary>VXLAN overlay to other nodes; null for none.</summary>
     public OverlayOptions? Overlay { get; init; }
+    /// <summary>Connection tracking and Service NAT (needs routing); null for none.</summary>
+    public NatOptions? Nat { get; init; }
 }
 
 /// <summary>
@@ -52,11 +55,18 @@ public sealed class Datapath : IDisposable
         Ports = new PortTable();
         if (options.Overlay is { } ovo) Overlay = new Overlay(ovo, (long)(ovo.FdbAging.TotalSeconds * Time.TimestampFrequency));
         if (options.Router is { } ro) Router = new Router(ro, Time.TimestampFrequency) { Overlay = Overlay };
+        if (options.Nat is { } no)
+        {
+            if (Router is null) throw new InvalidOperationException("Service NAT needs routing (a pod CIDR)");
+            Nat = new NatEngine(no, Time.TimestampFrequency, Router.IcmpBudget);
+            Router.Nat = Nat;
+        }
         string output = Overlay is null ? "port-tx" : "vxlan-encap";
         var stages = new List<Stage> { new PortRxStage("ethernet-parse", Ports, Overlay is null ? null : "vxlan-decap") };
         if (Overlay is not null) stages.Add(new VxlanDecapStage(Overlay));
         stages.Add(new EthernetParseStage());
-        stages.Add(new L2LearnStage(Macs, options.MacTableFullPolicy));
+        stages.Add(new L2LearnStage(Macs, options.MacTableFullPolicy, Nat is null ? "l2-forward" : "conntrack"));
+        if (Nat is not null) stages.Add(new ConntrackStage(Nat, "l2-forward", output));
         stages.Add(new L2ForwardStage(Macs, output, Router?.RouterMac ?? 0));
         if (Router is not null)
         {
@@ -82,6 +92,7 @@ public sealed class Datapath : IDisposable
     public StageGraph Graph { get; }
     public Router? Router { get; }
     public Overlay? Overlay { get; }
+    public NatEngine? Nat { get; }
     public long StartedAt { get; }
     public bool IsRunning => _thread is not null;
     /// <summary>Entries removed by aging sweeps.</summary>
@@ -139,6 +150,7 @@ public sealed class Datapath : IDisposable
         _nextSweep = now + (long)(Options.SweepInterval.TotalSeconds * Time.TimestampFrequency);
         AgedOut += Macs.Sweep(now);
         if (Overlay is not null) AgedOut += Overlay.Sweep(now);
+        if (Nat is not null) Nat.Sweep(now);
         if (Router is not null) Router.Neighbors.Sweep(now, (long)(Router.Options.NeighborTimeout.TotalSeconds * Time.TimestampFrequency));
     }
 

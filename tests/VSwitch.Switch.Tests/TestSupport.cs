@@ -58,6 +58,20 @@ public static class L3Frames
         return f;
     }
 
+    /// <summary>An Ethernet/IPv4/TCP segment with valid checksums.</summary>
+    public static byte[] Tcp(MacAddress dst, MacAddress src, string srcIp, string dstIp, ushort sport, ushort dport, TcpFlags flags,
+        uint seq = 1000, uint ack = 0, int payload = 0, bool df = true)
+    {
+        byte[] f = new byte[Math.Max(60, 14 + 40 + payload)];
+        int o = new EthernetRepr(dst, src, EtherType.Ipv4).Emit(f);
+        new Ipv4Repr(Ip(srcIp), Ip(dstIp), IpProtocol.Tcp, 20 + payload, DontFragment: df).Emit(f.AsSpan(o));
+        new TcpRepr(sport, dport, seq, ack, flags, 64240).Emit(f.AsSpan(o + 20));
+        for (int i = 0; i < payload; i++) f[o + 40 + i] = (byte)(i * 7);
+        Ipv4View.TryCreate(f.AsSpan(o), out Ipv4View ip);
+        Pipeline.Checksum.TryUpdateTransport(ip);
+        return f;
+    }
+
     public static byte[] ArpRequest(MacAddress src, string senderIp, string targetIp)
     {
         byte[] f = new byte[60];

@@ -287,6 +287,7 @@ public sealed class Ipv4RouteStage : Stage
             Trace<T>(ctx, ref m, Code.Dropped, null, (int)reason, dst, 0);
             return;
         }
+        if (_router.Nat is { } nat && m.CtIndex >= 0) nat.RevertForQuote(frame.Slice(m.L3Offset, ip.TotalLength), m.CtIndex);
         IcmpErrors.Build(slab, s, type, code, rest, _router.Options.Gateway, _router.RouterMac);
         // Back to the sender the way the packet came (a pod port, the host, or the peer it was decapsulated from).
         m.OutPort = m.InPort;

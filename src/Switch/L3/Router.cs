@@ -1,3 +1,4 @@
+using VSwitch.Nat;
 using VSwitch.Encap;
 using VSwitch.Pipeline;
 using VSwitch.Pipeline.Wire;
@@ -31,14 +32,11 @@ public sealed record RouterOptions
 /// </summary>
 public sealed class Router
 {
-    private long _icmpTokens;
-    private long _icmpLastRefill;
-
     public Router(RouterOptions options, long ticksPerSecond)
     {
         Options = options;
         TicksPerSecond = ticksPerSecond;
-        _icmpTokens = options.IcmpErrorsPerSecond;
+        IcmpBudget = new IcmpRateLimiter(options.IcmpErrorsPerSecond, ticksPerSecond);
     }
 
     public RouterOptions Options { get; }
@@ -52,6 +50,8 @@ public sealed class Router
     /// <summary>The overlay's tunnel port (None without an overlay).</summary>
     public ushort TunnelPort => Overlay?.TunnelPort ?? PortIds.None;
     public Overlay? Overlay { get; set; }
+    /// <summary>Connection tracking and NAT, when enabled: ICMP errors about translated packets quote them untranslated.</summary>
+    public NatEngine? Nat { get; set; }
 
     /// <summary>Builds the route table from the node's settings, its host port and the overlay's peers.</summary>
     public void RebuildRoutes()
@@ -76,18 +76,9 @@ public sealed class Router
         Routes = new RouteTable(routes);
     }
 
+    /// <summary>The ICMP error budget (shared with the conntrack stage's rejects).</summary>
+    public IcmpRateLimiter IcmpBudget { get; }
+
     /// <summary>Takes one token from the ICMP error budget; false when exhausted (the error is not sent).</summary>
-    public bool TryTakeIcmpToken(long now)
-    {
-        long perSecond = Options.IcmpErrorsPerSecond;
-        if (now - _icmpLastRefill >= TicksPerSecond / 10)
-        {
-            long add = (now - _icmpLastRefill) * perSecond / TicksPerSecond;
-            _icmpTokens = Math.Min(perSecond, _icmpTokens + add);
-            _icmpLastRefill = now;
-        }
-        if (_icmpTokens <= 0) return false;
-        _icmpTokens--;
-        return true;
-    }
+    public bool TryTakeIcmpToken(long now) => IcmpBudget.TryTake(now);
 }

@@ -1,8 +1,7 @@
 using System.Buffers.Binary;
-using VSwitch.Pipeline;
 using VSwitch.Pipeline.Wire;
 
-namespace VSwitch.Switch.L3;
+namespace VSwitch.Pipeline;
 
 /// <summary>
 /// Builds the ICMP errors a router owes (RFC 792, RFC 1812 §4.3.2) in place, in the buffer of the packet that caused
@@ -77,5 +76,29 @@ public static class IcmpErrors
         m.Flags &= ~PacketFlags.Tagged;
         m.VlanId = 0;
         return to;
+    }
+}
+
+/// <summary>The ICMP error budget: a token bucket refilled every 100 ms, like the kernel's icmp_msgs_per_sec.
+/// Worker-owned (not thread-safe).</summary>
+public sealed class IcmpRateLimiter(int perSecond, long ticksPerSecond)
+{
+    private long _tokens = perSecond;
+    private long _lastRefill;
+
+    public int PerSecond { get; } = perSecond;
+
+    /// <summary>Takes one token; false when the budget is exhausted (the error is not sent).</summary>
+    public bool TryTake(long now)
+    {
+        if (now - _lastRefill >= ticksPerSecond / 10)
+        {
+            long add = (now - _lastRefill) * PerSecond / ticksPerSecond;
+            _tokens = Math.Min(PerSecond, _tokens + add);
+            _lastRefill = now;
+        }
+        if (_tokens <= 0) return false;
+        _tokens--;
+        return true;
     }
 }

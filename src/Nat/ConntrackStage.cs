@@ -1,0 +1,547 @@
+using System.Buffers.Binary;
+using System.ComponentModel;
+using System.Runtime.CompilerServices;
+using VSwitch.Nat.Cluster;
+using VSwitch.Pipeline;
+using VSwitch.Pipeline.Wire;
+
+namespace VSwitch.Nat;
+
+/// <summary>
+/// Connection tracking and NAT for every IPv4 packet, routed or bridged (like br_netfilter: a reply from a pod to a pod
+/// on the same node never reaches the router, yet must be un-NATed). Known flows are found in one hash probe and
+/// rewritten; a new flow is matched against the Service frontends (DNAT to an endpoint, with kube-proxy's random choice,
+/// ClientIP affinity, traffic policies and hairpin masquerade), egress masquerade, or tracked as it is.
+/// ICMP errors are matched to the flow they quote (RELATED) and translated inside. A Service with no endpoint is refused
+/// at once: TCP RST, or ICMP port unreachable.
+/// </summary>
+public sealed class ConntrackStage : Stage
+{
+    public enum Counter
+    {
+        [Description("Packets of tracked connections")] Hits,
+        [Description("Connections created")] New,
+        [Description("Connections created with Service DNAT")] Dnat,
+        [Description("Connections masqueraded to the node address (egress)")] Masquerade,
+        [Description("Connections SNATed to the gateway (hairpin or external client)")] GatewaySnat,
+        [Description("Connections whose source port was remapped to avoid a tuple clash")] PortRemap,
+        [Description("Endpoints chosen by ClientIP affinity")] AffinityHits,
+        [Description("ICMP errors related to a tracked connection")] Related,
+        [Description("Packets not tracked (other protocols, non-first fragments, ICMP informational)")] Untracked,
+        [Description("Connections refused because the Service has no endpoint (TCP RST / ICMP port unreachable sent)")] Rejected,
+        [Description("TCP connections picked up mid-stream")] Loose,
+    }
+
+    public enum Reason
+    {
+        [Description("TCP flags no stack sends (INVALID)")] InvalidTcpFlags,
+        [Description("TCP packet to a Service without a connection (not a SYN; INVALID)")] InvalidNoSyn,
+        [Description("ICMP error about no tracked connection (INVALID)")] InvalidIcmpError,
+        [Description("ICMP echo reply without a request (INVALID)")] InvalidEchoReply,
+        [Description("Truncated transport header")] Truncated,
+        [Description("Connection table full")] TableFull,
+        [Description("No free source port for SNAT")] PortsExhausted,
+        [Description("externalTrafficPolicy/internalTrafficPolicy Local and no endpoint on this node")] NoLocalEndpoint,
+        [Description("Service has no endpoint and the refusal was rate-limited")] NoEndpoint,
+        [Description("Address in the Service CIDR that no Service port owns")] NoService,
+    }
+
+    private enum Code
+    {
+        Hit,
+        New,
+        NewService,
+        Related,
+        Rejected,
+        Dropped,
+        Untracked,
+    }
+
+    private readonly NatEngine _nat;
+    private readonly ulong _routerMac;
+    private ulong _rng;
+
+    /// <param name="next">Stage for packets that continue (the L2 forwarder).</param>
+    /// <param name="output">Stage that transmits packets this stage answers itself (refusals go back out the ingress port).</param>
+    public ConntrackStage(NatEngine nat, string next, string output)
+        : base("conntrack", [next, output], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    {
+        _nat = nat;
+        _routerMac = nat.Options.RouterMac.Value;
+        _rng = FlowHash.ProcessSalt ^ 0x9E3779B97F4A7C15UL;
+    }
+
+    public NatEngine Nat => _nat;
+
+    public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
+    {
+        if (batch.HasTraced) Run<TraceOn>(ctx, batch, next);
+        else Run<TraceOff>(ctx, batch, next);
+    }
+
+    private unsafe void Run<T>(WorkerContext ctx, PacketBatch batch, Span<byte> next) where T : struct, ITraceMode
+    {
+        PacketSlab slab = ctx.Slab;
+        PacketMeta[] meta = slab.Meta;
+        int[] slots = batch.Slots;
+        Conntrack ct = _nat.Conntrack;
+        long now = ctx.Now;
+        for (int i = 0; i < batch.Count; i++)
+        {
+            int s = slots[i];
+            ref PacketMeta m = ref meta[s];
+            next[i] = 1;
+            m.CtIndex = -1;
+            if (m.EtherType != EtherType.Ipv4 || (m.Flags & PacketFlags.Tagged) != 0) continue;
+            byte* f = slab.SlotPointer(s) + m.Offset;
+            int l3len = m.Length - m.L3Offset;
+            if (l3len < Ipv4View.MinHeaderSize) continue;
+            var pkt = new Span<byte>(f + m.L3Offset, l3len);
+            int ihl = (pkt[0] & 0x0F) * 4;
+            int total = BinaryPrimitives.ReadUInt16BigEndian(pkt[2..]);
+            // Malformed headers are left to the router, which counts them.
+            if (pkt[0] >> 4 != 4 || ihl < Ipv4View.MinHeaderSize || total < ihl || total > l3len) continue;
+            Span<byte> ip = pkt[..total];
+            byte proto = ip[9];
+            ushort frag = BinaryPrimitives.ReadUInt16BigEndian(ip[6..]);
+            if ((frag & 0x1FFF) != 0)
+            {
+                Counters.Add((int)Counter.Untracked);
+                continue;
+            }
+            Span<byte> l4 = ip[ihl..];
+            FlowKey key;
+            TcpFlags tcpFlags = 0;
+            switch (proto)
+            {
+                case IpProtocol.Tcp:
+                    if (l4.Length < TcpView.MinHeaderSize)
+                    {
+                        next[i] = Drop(ref m, (int)Reason.Truncated);
+                        continue;
+                    }
+                    tcpFlags = (TcpFlags)(((l4[12] & 0x01) << 8) | l4[13]);
+                    key = new FlowKey(Read32(ip, 12), Read32(ip, 16), Read16(l4, 0), Read16(l4, 2), proto);
+                    break;
+                case IpProtocol.Udp:
+                    if (l4.Length < UdpView.HeaderSize)
+                    {
+                        next[i] = Drop(ref m, (int)Reason.Truncated);
+                        continue;
+                    }
+                    key = new FlowKey(Read32(ip, 12), Read32(ip, 16), Read16(l4, 0), Read16(l4, 2), proto);
+                    break;
+                case IpProtocol.Icmp:
+                    if (l4.Length < IcmpView.HeaderSize)
+                    {
+                        next[i] = Drop(ref m, (int)Reason.Truncated);
+                        continue;
+                    }
+                    byte type = l4[0];
+                    if (type is IcmpType.EchoRequest or IcmpType.EchoReply)
+                    {
+                        key = new FlowKey(Read32(ip, 12), Read32(ip, 16), Read16(l4, 4), type, proto);
+                        break;
+                    }
+                    if (type is IcmpType.DestinationUnreachable or IcmpType.TimeExceeded or 12 /* parameter problem */)
+                    {
+                        next[i] = RelatedError<T>(ctx, ref m, ip);
+                        continue;
+                    }
+                    Counters.Add((int)Counter.Untracked);
+                    continue;
+                default:
+                    Counters.Add((int)Counter.Untracked);
+                    continue;
+            }
+
+            ulong hash = ct.Hash(key);
+            int r = ct.Lookup(key, hash);
+            if (r >= 0)
+            {
+                int dir = r & 1;
+                ref CtEntry e = ref ct[r >> 1];
+                if (proto == IpProtocol.Tcp)
+                {
+                    if (dir == 0 && e.State is CtState.TimeWait or CtState.Close && (tcpFlags & (TcpFlags.Syn | TcpFlags.Ack)) == TcpFlags.Syn)
+                    {
+                        // A SYN reusing the tuple of a closed connection: a new connection, decided afresh.
+                        ct.Delete(r >> 1);
+                        next[i] = New<T>(ctx, s, ref m, ip, key, hash, tcpFlags);
+                        continue;
+                    }
+                    Conntrack.TcpTransition(ref e, dir, tcpFlags);
+                }
+                if (dir == 1)
+                {
+                    if ((e.Status & CtStatus.SeenReply) == 0)
+                    {
+                        e.Status |= CtStatus.SeenReply;
+                        if (proto != IpProtocol.Tcp) e.State = CtState.Replied;
+                    }
+                    e.Packets1++;
+                    e.Bytes1 += total;
+                }
+                else
+                {
+                    // UDP and ICMP become assured when the originator speaks again after a reply (kernel: stream).
+                    if (proto != IpProtocol.Tcp && (e.Status & CtStatus.SeenReply) != 0) e.Status |= CtStatus.Assured;
+                    e.Packets0++;
+                    e.Bytes0 += total;
+                }
+                e.Expires = now + ct.TimeoutFor(ref e);
+                if (e.IsNat) NatRewrite.Apply(ip, dir == 0 ? e.Reply.Inverse() : e.Orig.Inverse());
+                m.CtIndex = r;
+                Counters.Add((int)Counter.Hits);
+                if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
+                    ctx.Trace.Add(m, Index, (int)Code.Hit, r >> 1, dir | (int)e.State << 8 | (int)e.Status << 16,
+                        (ulong)Read32(ip, 12) << 32 | Read32(ip, 16), (ulong)Read16(l4, 0) << 16 | Read16(l4, 2), now);
+                continue;
+            }
+            next[i] = New<T>(ctx, s, ref m, ip, key, hash, tcpFlags);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Read32(Span<byte> b, int o) => BinaryPrimitives.ReadUInt32BigEndian(b[o..]);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ushort Read16(Span<byte> b, int o) => BinaryPrimitives.ReadUInt16BigEndian(b[o..]);
+
+    private uint NextRandom()
+    {
+        // xorshift64*
+        ulong x = _rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        _rng = x;
+        return (uint)((x * 0x2545F4914F6CDD1DUL) >> 32);
+    }
+
+    /// <summary>A packet of no known connection: Service DNAT, masquerade, or plain tracking.</summary>
+    private byte New<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, FlowKey key, ulong hash, TcpFlags tcpFlags)
+        where T : struct, ITraceMode
+    {
+        Conntrack ct = _nat.Conntrack;
+        NatOptions o = _nat.Options;
+        long now = ctx.Now;
+        byte proto = key.Proto;
+        bool tcp = proto == IpProtocol.Tcp;
+        if (tcp && !Conntrack.ValidTcpFlags(tcpFlags)) return Drop(ref m, (int)Reason.InvalidTcpFlags);
+        bool syn = (tcpFlags & (TcpFlags.Syn | TcpFlags.Ack)) == TcpFlags.Syn;
+        if (proto == IpProtocol.Icmp && key.DstPort != IcmpType.EchoRequest) return Drop(ref m, (int)Reason.InvalidEchoReply);
+
+        Frontend? fe = proto != IpProtocol.Icmp ? _nat.Services.Lookup(key.Dst, proto, key.DstPort) : null;
+        if (fe is not null) return NewService<T>(ctx, s, ref m, ip, key, fe, syn);
+        if (o.ServiceCidr is { } sc && sc.Contains(new Ipv4Address(key.Dst)))
+            return Refuse<T>(ctx, s, ref m, ip, null, Reason.NoService);
+
+        if (tcp && !syn)
+        {
+            // Mid-stream pickup (nf_conntrack_tcp_loose): an RST is not worth an entry.
+            if ((tcpFlags & TcpFlags.Rst) != 0)
+            {
+                Counters.Add((int)Counter.Untracked);
+                return 1;
+            }
+        }
+        CtState state = tcp ? (syn ? CtState.SynSent : CtState.Established) : CtState.Unreplied;
+        FlowKey reply = key.Inverse();
+        CtStatus status = tcp && !syn ? CtStatus.Loose | CtStatus.SeenReply | CtStatus.Assured : CtStatus.None;
+        CtRule rule = CtRule.None;
+        bool masq = o.Masquerade && o.NodeAddress is { } node && o.ClusterCidr.Contains(new Ipv4Address(key.Src))
+                    && !o.ClusterCidr.Contains(new Ipv4Address(key.Dst)) && key.Dst != node.Value
+                    && !(tcp && !syn);
+        if (masq)
+        {
+            reply.Dst = o.NodeAddress!.Value.Value;
+            if (!AllocatePort(ref reply, o.MasqueradePortMin, o.MasqueradePortMax, key.SrcPort, hash))
+                return Drop(ref m, (int)Reason.PortsExhausted);
+            status |= CtStatus.SrcNat;
+            rule = CtRule.Masquerade;
+            Counters.Add((int)Counter.Masquerade);
+        }
+        else if (ct.InUse(reply) && proto != IpProtocol.Icmp && !(tcp && !syn))
+        {
+            // Another connection already owns our reply tuple (e.g. a Service flow SNATed to this port): remap the
+            // source port, as the kernel does for clashing tuples.
+            if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, hash)) return Drop(ref m, (int)Reason.PortsExhausted);
+            status |= CtStatus.SrcNat;
+            Counters.Add((int)Counter.PortRemap);
+        }
+        int e = ct.Create(key, reply, state, now);
+        if (e < 0) return Drop(ref m, ct.Count >= ct.Capacity ? (int)Reason.TableFull : (int)Reason.PortsExhausted);
+        ref CtEntry x = ref ct[e];
+        x.Status |= status;
+        x.Rule = rule;
+        x.Packets0 = 1;
+        x.Bytes0 = ip.Length;
+        x.Expires = now + ct.TimeoutFor(ref x);
+        if (x.IsNat) NatRewrite.Apply(ip, reply.Inverse());
+        m.CtIndex = e * 2;
+        Counters.Add((int)Counter.New);
+        if ((status & CtStatus.Loose) != 0) Counters.Add((int)Counter.Loose);
+        if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
+            ctx.Trace.Add(m, Index, (int)Code.New, e, (int)rule | (int)x.Status << 16,
+                (ulong)key.Src << 32 | key.Dst, (ulong)key.SrcPort << 48 | (ulong)key.DstPort << 32 | (ulong)reply.Dst << 0, now);
+        return 1;
+    }
+
+    private byte NewService<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, FlowKey key, Frontend fe, bool syn)
+        where T : struct, ITraceMode
+    {
+        Conntrack ct = _nat.Conntrack;
+        NatOptions o = _nat.Options;
+        long now = ctx.Now;
+        if (key.Proto == IpProtocol.Tcp && !syn) return Drop(ref m, (int)Reason.InvalidNoSyn);
+        bool fromCluster = o.ClusterCidr.Contains(new Ipv4Address(key.Src));
+        ServiceEndpoint[] cands;
+        bool snat = false;
+        CtRule rule = CtRule.Random;
+        if (fe.IsExternal)
+        {
+            if (fe.ExternalPolicy == TrafficPolicy.Local && !fromCluster)
+            {
+                cands = fe.LocalEndpoints;
+                rule = CtRule.LocalPolicy;
+            }
+            else
+            {
+                cands = fe.Endpoints;
+                // Cluster policy: the client is masqueraded so the reply comes back through this node.
+                snat = !fromCluster;
+            }
+        }
+        else if (fe.InternalPolicy == TrafficPolicy.Local)
+        {
+            cands = fe.LocalEndpoints;
+            rule = CtRule.LocalPolicy;
+        }
+        else
+        {
+            cands = fe.Endpoints;
+        }
+        if (cands.Length == 0)
+        {
+            if (fe.Endpoints.Length == 0 && fe.LocalEndpoints.Length == 0) return Refuse<T>(ctx, s, ref m, ip, fe, Reason.NoEndpoint);
+            return Drop(ref m, (int)Reason.NoLocalEndpoint);
+        }
+        if (fe.UsingTerminating && rule == CtRule.Random) rule = CtRule.Fallback;
+
+        ServiceEndpoint ep = default;
+        bool found = false;
+        long affinityTicks = fe.AffinitySeconds * _nat.TicksPerSecond;
+        if (fe.Affinity && _nat.Affinity.TryGet(fe.AffinityKey, key.Src, now, affinityTicks, out uint aAddr, out ushort aPort))
+        {
+            foreach (ServiceEndpoint c in cands)
+            {
+                if (c.Address == aAddr && c.Port == aPort)
+                {
+                    ep = c;
+                    found = true;
+                    rule = CtRule.Affinity;
+                    Counters.Add((int)Counter.AffinityHits);
+                    break;
+                }
+            }
+        }
+        if (!found)
+        {
+            ep = cands[(int)(((ulong)NextRandom() * (ulong)cands.Length) >> 32)];
+            if (fe.Affinity) _nat.Affinity.Set(fe.AffinityKey, key.Src, ep.Address, ep.Port, now + affinityTicks);
+        }
+        // Hairpin: a pod reaching itself through its Service is masqueraded so its reply returns through the switch.
+        if (ep.Address == key.Src) snat = true;
+
+        var reply = new FlowKey(ep.Address, key.Src, ep.Port, key.SrcPort, key.Proto);
+        CtStatus status = CtStatus.DstNat;
+        if (snat)
+        {
+            reply.Dst = o.Gateway.Value;
+            if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, ct.Hash(key))) return Drop(ref m, (int)Reason.PortsExhausted);
+            status |= CtStatus.SrcNat;
+            Counters.Add((int)Counter.GatewaySnat);
+        }
+        else if (ct.InUse(reply))
+        {
+            if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, ct.Hash(key))) return Drop(ref m, (int)Reason.PortsExhausted);
+            status |= CtStatus.SrcNat;
+            Counters.Add((int)Counter.PortRemap);
+        }
+        int e = ct.Create(key, reply, key.Proto == IpProtocol.Tcp ? CtState.SynSent : CtState.Unreplied, now);
+        if (e < 0) return Drop(ref m, ct.Count >= ct.Capacity ? (int)Reason.TableFull : (int)Reason.PortsExhausted);
+        ref CtEntry x = ref ct[e];
+        x.Status |= status;
+        x.Rule = rule;
+        x.Packets0 = 1;
+        x.Bytes0 = ip.Length;
+        NatRewrite.Apply(ip, reply.Inverse());
+        m.CtIndex = e * 2;
+        Counters.Add((int)Counter.New);
+        Counters.Add((int)Counter.Dnat);
+        if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
+        {
+            int fi = IndexOf(fe);
+            // A: frontend; X: client, endpoint; Y: client port, endpoint port. A second record carries the SNAT.
+            ctx.Trace.Add(m, Index, (int)Code.NewService, fi, (int)rule | Math.Min(cands.Length, 255) << 8 | (int)status << 16,
+                (ulong)key.Src << 32 | ep.Address, (ulong)key.SrcPort << 48 | (ulong)ep.Port << 32, now);
+            if ((status & CtStatus.SrcNat) != 0) ctx.Trace.Add(m, Index, (int)Code.NewService + 100, fi, 0, reply.Dst, reply.DstPort, now);
+        }
+        return 1;
+    }
+
+    private int IndexOf(Frontend fe)
+    {
+        IReadOnlyList<Frontend> all = _nat.Services.Frontends;
+        for (int i = 0; i < all.Count; i++) if (ReferenceEquals(all[i], fe)) return i;
+        return -1;
+    }
+
+    /// <summary>Finds a source port (ICMP: id) on the reply's destination address so that the reply tuple is unused.
+    /// Tries the client's own port first, then walks the range from a hash-chosen start: collision-free while the
+    /// range has a free port for this remote address and port.</summary>
+    private bool AllocatePort(ref FlowKey reply, ushort min, ushort max, ushort preferred, ulong hash)
+    {
+        Conntrack ct = _nat.Conntrack;
+        bool icmp = reply.Proto == IpProtocol.Icmp;
+        if (preferred >= min && preferred <= max)
+        {
+            if (icmp) reply.SrcPort = preferred;
+            else reply.DstPort = preferred;
+            if (!ct.InUse(reply)) return true;
+        }
+        int n = max - min + 1;
+        int start = (int)(hash % (ulong)n);
+        for (int i = 0; i < n; i++)
+        {
+            ushort p = (ushort)(min + (start + i) % n);
+            if (icmp) reply.SrcPort = p;
+            else reply.DstPort = p;
+            if (!ct.InUse(reply)) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Refuses a connection at once: TCP RST, or ICMP port unreachable from the address the client asked for.</summary>
+    private unsafe byte Refuse<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, Frontend? fe, Reason reason) where T : struct, ITraceMode
+    {
+        PacketSlab slab = ctx.Slab;
+        byte proto = ip[9];
+        if (proto == IpProtocol.Tcp)
+        {
+            if ((ip[(ip[0] & 0x0F) * 4 + 13] & (byte)TcpFlags.Rst) != 0) return Drop(ref m, (int)reason);
+            int len = NatRewrite.BuildTcpReset(ip);
+            byte* f = slab.SlotPointer(s) + m.Offset;
+            var eth = new Span<byte>(f, EthernetView.HeaderSize);
+            new MacAddress(m.SrcMac).Write(eth);
+            new MacAddress(_routerMac).Write(eth[6..]);
+            m.Length = m.L3Offset + len;
+            m.L4Offset = (ushort)(m.L3Offset + Ipv4View.MinHeaderSize);
+            (m.DstMac, m.SrcMac) = (m.SrcMac, _routerMac);
+        }
+        else
+        {
+            Ipv4View.TryCreate(ip, out Ipv4View view);
+            if (!IcmpErrors.MayAnswer(view, (m.Flags & PacketFlags.GroupDestination) != 0) || !_nat.IcmpBudget.TryTake(ctx.Now))
+                return Drop(ref m, (int)reason);
+            IcmpErrors.Build(slab, s, IcmpType.DestinationUnreachable, IcmpUnreachableCode.Port, 0, view.Destination, _routerMac);
+        }
+        m.OutPort = m.InPort;
+        Counters.Add((int)Counter.Rejected);
+        if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
+            ctx.Trace.Add(m, Index, (int)Code.Rejected, fe is null ? -1 : IndexOf(fe), (int)reason, 0, 0, ctx.Now);
+        return 2;
+    }
+
+    /// <summary>An ICMP error: find the flow it quotes, translate it the way that flow is translated, or drop it INVALID.</summary>
+    private byte RelatedError<T>(WorkerContext ctx, ref PacketMeta m, Span<byte> ip) where T : struct, ITraceMode
+    {
+        int ihl = (ip[0] & 0x0F) * 4;
+        Span<byte> inner = ip[(ihl + IcmpView.HeaderSize)..];
+        if (!NatRewrite.TryReadKey(inner, out FlowKey quoted, out _)) return Drop(ref m, (int)Reason.InvalidIcmpError);
+        FlowKey arrived = quoted.Inverse();
+        Conntrack ct = _nat.Conntrack;
+        int r = ct.Lookup(arrived, ct.Hash(arrived));
+        if (r < 0) return Drop(ref m, (int)Reason.InvalidIcmpError);
+        ref CtEntry e = ref ct[r >> 1];
+        if (e.IsNat)
+        {
+            int dir = r & 1;
+            FlowKey here = dir == 0 ? e.Orig : e.Reply;
+            FlowKey other = dir == 0 ? e.Reply : e.Orig;
+            NatRewrite.ApplyToError(ip, here, other);
+        }
+        m.CtIndex = r;
+        Counters.Add((int)Counter.Related);
+        if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
+            ctx.Trace.Add(m, Index, (int)Code.Related, r >> 1, r & 1, (ulong)quoted.Src << 32 | quoted.Dst, (ulong)quoted.SrcPort << 16 | quoted.DstPort, ctx.Now);
+        return 1;
+    }
+
+    public override string DescribeTrace(in TraceRecord r, ITraceNames names)
+    {
+        static string A(ulong v) => new Ipv4Address((uint)v).ToString();
+        switch ((Code)(r.Code % 100))
+        {
+            case Code.Hit:
+            {
+                string dir = (r.B & 0xFF) == 0 ? "original" : "reply";
+                var state = (CtState)((r.B >> 8) & 0xFF);
+                var status = (CtStatus)((r.B >> 16) & 0xFF);
+                bool nat = (status & (CtStatus.DstNat | CtStatus.SrcNat)) != 0;
+                return $"connection #{r.A} {dir} direction, {StateName(state)}{(nat ? $", NAT to {A(r.X >> 32)}:{r.Y >> 16 & 0xFFFF} -> {A(r.X)}:{r.Y & 0xFFFF}" : "")}";
+            }
+            case Code.New:
+            {
+                var rule = (CtRule)(r.B & 0xFF);
+                var status = (CtStatus)((r.B >> 16) & 0xFF);
+                string nat = rule == CtRule.Masquerade ? $", masquerade to {A(r.Y)}:?"
+                    : (status & CtStatus.SrcNat) != 0 ? ", source port remapped (tuple clash)" : ", no NAT";
+                return $"new connection #{r.A} {A(r.X >> 32)}:{r.Y >> 48} -> {A(r.X)}:{(r.Y >> 32) & 0xFFFF}{nat}{((status & CtStatus.Loose) != 0 ? " (picked up mid-stream)" : "")}";
+            }
+            case Code.NewService when r.Code >= 100:
+                return r.X == 0 ? "" : $"  SNAT to {A(r.X)}:{r.Y}";
+            case Code.NewService:
+            {
+                IReadOnlyList<Frontend> fs = _nat.Services.Frontends;
+                string svc = r.A >= 0 && r.A < fs.Count ? fs[r.A].ToString() : "(a Service since replaced)";
+                var rule = (CtRule)(r.B & 0xFF);
+                int n = (r.B >> 8) & 0xFF;
+                string why = rule switch
+                {
+                    CtRule.Affinity => "ClientIP affinity",
+                    CtRule.LocalPolicy => $"random of {n} local endpoint(s) (traffic policy Local)",
+                    CtRule.Fallback => $"random of {n} terminating endpoint(s) (none ready)",
+                    _ => $"random of {n}",
+                };
+                return $"new connection: Service {svc}: DNAT to endpoint {A(r.X)}:{(r.Y >> 32) & 0xFFFF} by {why}";
+            }
+            case Code.Related:
+                return $"ICMP error related to connection #{r.A} (quotes {A(r.X >> 32)}:{r.Y >> 16 & 0xFFFF} -> {A(r.X)}:{r.Y & 0xFFFF})";
+            case Code.Rejected:
+            {
+                IReadOnlyList<Frontend> fs = _nat.Services.Frontends;
+                string svc = r.A >= 0 && r.A < fs.Count ? $"Service {fs[r.A]}" : "no Service";
+                return $"refused: {svc} ({DropReasonName(r.B)}): TCP RST / ICMP port unreachable back out the ingress port";
+            }
+            default:
+                return $"code {r.Code}";
+        }
+    }
+
+    public static string StateName(CtState s) => s switch
+    {
+        CtState.SynSent => "SYN_SENT",
+        CtState.SynRecv => "SYN_RECV",
+        CtState.Established => "ESTABLISHED",
+        CtState.FinWait => "FIN_WAIT",
+        CtState.CloseWait => "CLOSE_WAIT",
+        CtState.LastAck => "LAST_ACK",
+        CtState.TimeWait => "TIME_WAIT",
+        CtState.Close => "CLOSE",
+        CtState.Unreplied => "UNREPLIED",
+        CtState.Replied => "REPLIED",
+        _ => "NONE",
+    };
+}

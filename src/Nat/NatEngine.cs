@@ -1,0 +1,206 @@
+using VSwitch.Nat.Cluster;
+using VSwitch.Pipeline;
+using VSwitch.Pipeline.Wire;
+
+namespace VSwitch.Nat;
+
+/// <summary>Settings of connection tracking and Service NAT on a node.</summary>
+public sealed record NatOptions
+{
+    /// <summary>Most connections tracked at once; new ones beyond are refused and counted.</summary>
+    public int MaxConnections { get; init; } = 262_144;
+    public ConntrackTimeouts Timeouts { get; init; } = new();
+    public required Ipv4Prefix PodCidr { get; init; }
+    public required Ipv4Prefix ClusterCidr { get; init; }
+    /// <summary>Service ClusterIP range; traffic to an address in it that no Service owns is refused.</summary>
+    public Ipv4Prefix? ServiceCidr { get; init; }
+    /// <summary>Source address for hairpin and external-client SNAT: the node's gateway address on the pod network, which
+    /// every node routes back here.</summary>
+    public required Ipv4Address Gateway { get; init; }
+    public required MacAddress RouterMac { get; init; }
+    /// <summary>The node's address on its external network: node ports answer on it, and egress is masqueraded to it.
+    /// Null when the node has no uplink (no node ports, no masquerade).</summary>
+    public Ipv4Address? NodeAddress { get; init; }
+    public string? NodeName { get; init; }
+    /// <summary>Masquerade pod traffic leaving the cluster CIDR to <see cref="NodeAddress"/>.</summary>
+    public bool Masquerade { get; init; } = true;
+    /// <summary>Source ports (and ICMP ids) masquerade uses on the node address: above the kernel's default ephemeral
+    /// range (32768–60999), so the node's own sockets never collide with them.</summary>
+    public ushort MasqueradePortMin { get; init; } = 61440;
+    public ushort MasqueradePortMax { get; init; } = 65535;
+    public int AffinityCapacity { get; init; } = 65_536;
+}
+
+/// <summary>
+/// Connection tracking and Service NAT state of one worker: the conntrack table, the current compiled Services (swapped
+/// whole by the control plane), the ClientIP affinity table, and the ICMP budget shared with the router.
+/// </summary>
+public sealed class NatEngine
+{
+    private volatile ServiceTable _services = ServiceTable.Empty;
+
+    public NatEngine(NatOptions options, long ticksPerSecond, IcmpRateLimiter icmpBudget)
+    {
+        Options = options;
+        TicksPerSecond = ticksPerSecond;
+        IcmpBudget = icmpBudget;
+        Conntrack = new Conntrack(options.MaxConnections, options.Timeouts, ticksPerSecond);
+        Affinity = new AffinityTable(options.AffinityCapacity);
+        Node = new NodeIdentity
+        {
+            Name = options.NodeName,
+            PodCidr = options.PodCidr,
+            Addresses = options.NodeAddress is { } a ? [a] : [],
+        };
+    }
+
+    public NatOptions Options { get; }
+    public long TicksPerSecond { get; }
+    public IcmpRateLimiter IcmpBudget { get; }
+    public Conntrack Conntrack { get; }
+    public AffinityTable Affinity { get; }
+    public NodeIdentity Node { get; }
+    public ServiceTable Services => _services;
+    /// <summary>Connections evicted because their endpoint left the Service.</summary>
+    public long Evicted { get; private set; }
+    public long Expired { get; private set; }
+    /// <summary>Timestamp of the last table swap and how long compile + swap + eviction took.</summary>
+    public TimeSpan LastApplyDuration { get; private set; }
+
+    /// <summary>Compiles <paramref name="objects"/> for this node (any thread).</summary>
+    public ServiceTable Compile(ClusterObjects objects) => ServiceTable.Compile(objects, Node, _services.Version + 1);
+
+    /// <summary>
+    /// Installs a new Service table (on the worker, between batches) and evicts connections whose endpoint is no longer
+    /// an endpoint of the frontend they were made for (TCP and UDP alike: no stale entries keep sending to a pod that is
+    /// gone). Connections to endpoints that remain are untouched. Returns the number evicted.
+    /// </summary>
+    public int Apply(ServiceTable table)
+    {
+        _services = table;
+        int n = Conntrack.DeleteWhere(e =>
+        {
+            if ((e.Status & CtStatus.DstNat) == 0) return false;
+            Frontend? f = table.Lookup(e.Orig.Dst, e.Orig.Proto, e.Orig.DstPort);
+            return f is null || !f.Known.Contains(ServiceTable.EndpointKey(e.Reply.Src, e.Reply.SrcPort))
+                   || !IsUsable(f, e.Reply.Src, e.Reply.SrcPort);
+        });
+        Evicted += n;
+        return n;
+    }
+
+    private static bool IsUsable(Frontend f, uint addr, ushort port)
+    {
+        foreach (ServiceEndpoint e in f.Endpoints)
+            if (e.Address == addr && e.Port == port) return true;
+        foreach (ServiceEndpoint e in f.LocalEndpoints)
+            if (e.Address == addr && e.Port == port) return true;
+        return false;
+    }
+
+    internal void RecordApplyDuration(TimeSpan t) => LastApplyDuration = t;
+
+    /// <summary>Expiry sweep (between batches).</summary>
+    public int Sweep(long now)
+    {
+        int n = Conntrack.Sweep(now);
+        Expired += n;
+        return n;
+    }
+
+    /// <summary>
+    /// Puts a translated packet back to the tuple it arrived with, so an ICMP error the router builds about it quotes
+    /// what its sender sent (path MTU discovery and TTL errors through Service NAT).
+    /// </summary>
+    public void RevertForQuote(Span<byte> ip, int ctRef)
+    {
+        if (ctRef < 0) return;
+        ref CtEntry e = ref Conntrack[ctRef >> 1];
+        if (e.Live == 0 || !e.IsNat) return;
+        NatRewrite.Apply(ip, (ctRef & 1) == 0 ? e.Orig : e.Reply);
+    }
+}
+
+/// <summary>
+/// sessionAffinity: ClientIP — which endpoint a client got, per Service port, until the timeout passes without use.
+/// Fixed-size open addressing (bounded; the oldest entry in a full probe window is replaced).
+/// </summary>
+public sealed class AffinityTable
+{
+    private const int Window = 8;
+
+    private struct Slot
+    {
+        public ulong Service;
+        public uint Client;
+        public uint Endpoint;
+        public ushort Port;
+        public long Expires;
+    }
+
+    private readonly Slot[] _slots;
+    private readonly int _mask;
+
+    public AffinityTable(int capacity)
+    {
+        int n = 1 << FlowHash.Log2Ceiling(Math.Max(capacity, Window));
+        _slots = new Slot[n];
+        _mask = n - 1;
+    }
+
+    private int Home(ulong service, uint client) => (int)FlowHash.Mix(service * 31 + client) & _mask;
+
+    /// <summary>The endpoint the client was given and whose affinity has not expired; refreshes the timeout.</summary>
+    public bool TryGet(ulong service, uint client, long now, long timeout, out uint endpoint, out ushort port)
+    {
+        int h = Home(service, client);
+        for (int i = 0; i < Window; i++)
+        {
+            ref Slot s = ref _slots[(h + i) & _mask];
+            if (s.Expires > now && s.Service == service && s.Client == client)
+            {
+                s.Expires = now + timeout;
+                endpoint = s.Endpoint;
+                port = s.Port;
+                return true;
+            }
+        }
+        endpoint = 0;
+        port = 0;
+        return false;
+    }
+
+    public void Set(ulong service, uint client, uint endpoint, ushort port, long expires)
+    {
+        int h = Home(service, client);
+        int victim = h;
+        long oldest = long.MaxValue;
+        for (int i = 0; i < Window; i++)
+        {
+            int j = (h + i) & _mask;
+            ref Slot s = ref _slots[j];
+            if (s.Service == service && s.Client == client)
+            {
+                victim = j;
+                break;
+            }
+            if (s.Expires < oldest)
+            {
+                oldest = s.Expires;
+                victim = j;
+            }
+        }
+        _slots[victim] = new Slot { Service = service, Client = client, Endpoint = endpoint, Port = port, Expires = expires };
+    }
+
+    public void Clear() => Array.Clear(_slots);
+
+    /// <summary>Live entries (CLI).</summary>
+    public List<(ulong Service, Ipv4Address Client, Ipv4Address Endpoint, ushort Port, long Expires)> Snapshot(long now)
+    {
+        var list = new List<(ulong, Ipv4Address, Ipv4Address, ushort, long)>();
+        foreach (Slot s in _slots)
+            if (s.Expires > now) list.Add((s.Service, new Ipv4Address(s.Client), new Ipv4Address(s.Endpoint), s.Port, s.Expires));
+        return list;
+    }
+}
