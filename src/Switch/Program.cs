@@ -53,6 +53,12 @@ internal static partial class Cli
         AddQuery(root, socket, "routes", "The IPv4 route table: prefix, kind (local, connected, peer, host, unreachable), next hop");
         AddQuery(root, socket, "neighbors", "The ARP neighbor table: address, MAC, port, state, age");
         AddQuery(root, socket, "peers", "Overlay peers (address, pod CIDR, VTEP MAC, traffic) and the overlay forwarding table (inner MAC -> peer)");
+        Argument<int> ctMax = new("max") { Description = "Show at most MAX connections", DefaultValueFactory = _ => 1000 };
+        Command conntrack = new("conntrack", "Tracked connections like conntrack -L: protocol, timeout, state, original and reply tuples, packets, NAT, the rule that chose the endpoint") { ctMax };
+        conntrack.SetAction(pr => Query(pr.GetValue(socket)!, $"conntrack {pr.GetValue(ctMax)}"));
+        root.Subcommands.Add(conntrack);
+        AddQuery(root, socket, "services", "Services as compiled: frontends (ClusterIP, node port, external and load-balancer IPs), endpoints, traffic policies, affinity");
+        AddQuery(root, socket, "reload", "Re-read the Service manifests now and report what was applied (or the errors; the running Services stay)");
         AddQuery(root, socket, "counters", "Per-stage packet counts, stage events and drops by (stage, reason)");
         AddQuery(root, socket, "metrics", "All counters in Prometheus text format");
 

@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Logging;
 using System.Globalization;
 using VSwitch.Encap;
+using VSwitch.Nat;
+using VSwitch.Nat.Cluster;
 using VSwitch.Pipeline;
 using VSwitch.Pipeline.Stages;
 using VSwitch.Pipeline.Wire;
@@ -34,6 +36,7 @@ public sealed partial class SwitchHost : IDisposable
             MacTableFullPolicy = policy,
             Router = BuildRouterOptions(config),
             Overlay = BuildOverlayOptions(config),
+            Nat = BuildNatOptions(config),
         });
         NodeName = config.Node.Name ?? Environment.MachineName;
     }
@@ -48,6 +51,45 @@ public sealed partial class SwitchHost : IDisposable
             PodCidr = pod,
             ClusterCidr = cluster,
             RouterMac = c.Node.RouterMac is { } m ? MacAddress.Parse(m) : RouterOptions.DefaultRouterMac(pod),
+        };
+    }
+
+    private static NatOptions? BuildNatOptions(SwitchConfig c)
+    {
+        if (c.Services is not { } s || c.Node.PodCidr is null) return null;
+        _ = ConfigLoader.TryParseNetwork(c.Node.PodCidr, out Ipv4Prefix pod);
+        _ = ConfigLoader.TryParseNetwork(c.Node.ClusterCidr, out Ipv4Prefix cluster);
+        _ = ConfigLoader.TryParseNetwork(s.ServiceCidr, out Ipv4Prefix services);
+        string? nodeAddress = s.NodeAddress ?? c.Overlay?.LocalAddress;
+        ConntrackTimeoutsConfig t = c.Conntrack.Timeouts;
+        var d = new ConntrackTimeouts();
+        static TimeSpan Or(int? seconds, TimeSpan dflt) => seconds is { } v ? TimeSpan.FromSeconds(v) : dflt;
+        return new NatOptions
+        {
+            MaxConnections = c.Conntrack.MaxEntries,
+            Timeouts = new ConntrackTimeouts
+            {
+                TcpSynSent = Or(t.TcpSynSent, d.TcpSynSent),
+                TcpSynRecv = Or(t.TcpSynRecv, d.TcpSynRecv),
+                TcpEstablished = Or(t.TcpEstablished, d.TcpEstablished),
+                TcpFinWait = Or(t.TcpFinWait, d.TcpFinWait),
+                TcpCloseWait = Or(t.TcpCloseWait, d.TcpCloseWait),
+                TcpLastAck = Or(t.TcpLastAck, d.TcpLastAck),
+                TcpTimeWait = Or(t.TcpTimeWait, d.TcpTimeWait),
+                TcpClose = Or(t.TcpClose, d.TcpClose),
+                UdpUnreplied = Or(t.UdpUnreplied, d.UdpUnreplied),
+                UdpAssured = Or(t.UdpAssured, d.UdpAssured),
+                Icmp = Or(t.Icmp, d.Icmp),
+            },
+            PodCidr = pod,
+            ClusterCidr = cluster,
+            ServiceCidr = services,
+            Gateway = new Ipv4Address(pod.Address.Value + 1),
+            RouterMac = c.Node.RouterMac is { } m ? MacAddress.Parse(m) : RouterOptions.DefaultRouterMac(pod),
+            NodeAddress = nodeAddress is null ? null : Ipv4Address.Parse(nodeAddress),
+            NodeName = c.Node.Name,
+            // Masquerade needs an uplink to send from the node address; without one, egress goes to the host untranslated.
+            Masquerade = false,
         };
     }
 
@@ -73,6 +115,8 @@ public sealed partial class SwitchHost : IDisposable
     public Datapath Datapath { get; }
     public string NodeName { get; }
     public Control.ControlServer? Control { get; private set; }
+    /// <summary>The Service manifests being watched (null when services.manifests is unset).</summary>
+    public ServiceManifests? Manifests { get; private set; }
 
     /// <summary>Creates namespaces and ports, starts the control socket and the worker. Throws <see cref="PortException"/>
     /// (environment) or <see cref="ConfigException"/>; on failure everything created so far is already removed.</summary>
@@ -110,11 +154,31 @@ public sealed partial class SwitchHost : IDisposable
             if (!Datapath.Macs.AddStatic(MacAddress.Parse(s.Mac!), (ushort)s.Vlan, p.Id))
                 throw new ConfigException($"bridge.staticMacs[{i}]: MAC table full (bridge.macTableSize {Config.Bridge.MacTableSize})");
         }
+        if (Config.Services is { Manifests: { } manifests } sc)
+        {
+            _ = ConfigLoader.TryParsePortRange(sc.NodePortRange, out ushort npMin, out ushort npMax);
+            Manifests = new ServiceManifests(manifests, new ManifestOptions { NodePortMin = npMin, NodePortMax = npMax }, Datapath,
+                TimeSpan.FromSeconds(sc.ReloadSeconds), _log);
+            try
+            {
+                Manifests.LoadInitial();
+            }
+            catch (ManifestException e)
+            {
+                throw new ConfigException($"services.manifests: {e.Message}");
+            }
+            catch (IOException e)
+            {
+                throw new ConfigException($"services.manifests: {manifests}: {e.Message}");
+            }
+            _undo.Push(("manifest watcher", Manifests.Dispose));
+        }
         Control = new Control.ControlServer(Config.Control.Socket, new Control.ControlHandler(this), _log);
         Control.Start();
         _undo.Push(("control socket", () => Control.Dispose()));
         Datapath.Start();
         _undo.Push(("worker", Datapath.Dispose));
+        Manifests?.StartWatching();
     }
 
     private void OpenHostPort(HostConfig host)
@@ -139,6 +203,9 @@ public sealed partial class SwitchHost : IDisposable
         NetNs.BringUp(ifName, mtu);
         if (ro.ClusterCidr != ro.PodCidr)
             NetNs.Ip("route", "replace", ro.ClusterCidr.ToString(), "dev", ifName, "src", ro.Gateway.ToString());
+        // The node reaches ClusterIPs through the switch too (kube-proxy's OUTPUT chain does this in the kernel).
+        if (Datapath.Nat?.Options.ServiceCidr is { } svc)
+            NetNs.Ip("route", "replace", svc.ToString(), "dev", ifName, "src", ro.Gateway.ToString());
         ushort id = Datapath.AddPort(tap, PortRole.Host);
         router.HostMac = mac;
         router.Neighbors.AddPermanent(ro.Gateway, mac, id);

@@ -16,7 +16,48 @@ public sealed class SwitchConfig
     public DatapathConfig Datapath { get; set; } = new();
     public HostConfig? Host { get; set; }
     public OverlayConfig? Overlay { get; set; }
+    /// <summary>Kubernetes Services (kube-proxy's job); present = connection tracking and Service NAT on.</summary>
+    public ServicesConfig? Services { get; set; }
+    public ConntrackConfig Conntrack { get; set; } = new();
     public List<PortConfig> Ports { get; set; } = [];
+}
+
+public sealed class ServicesConfig
+{
+    /// <summary>A manifest file or a directory of them (*.yaml, *.yml, *.json): Services and EndpointSlices. Watched:
+    /// changes apply while traffic flows.</summary>
+    public string? Manifests { get; set; }
+    /// <summary>The Service ClusterIP range (kube-apiserver --service-cluster-ip-range).</summary>
+    [YamlMember(Alias = "serviceCIDR")]
+    public string ServiceCidr { get; set; } = "10.96.0.0/12";
+    /// <summary>kube-apiserver --service-node-port-range.</summary>
+    public string NodePortRange { get; set; } = "30000-32767";
+    /// <summary>The node's own address, on which node ports answer. Default: overlay.localAddress.</summary>
+    public string? NodeAddress { get; set; }
+    /// <summary>How often the manifests are checked for changes.</summary>
+    public double ReloadSeconds { get; set; } = 1;
+}
+
+public sealed class ConntrackConfig
+{
+    public int MaxEntries { get; set; } = 262_144;
+    /// <summary>Seconds, per protocol and state; unset fields keep the Kubernetes node defaults.</summary>
+    public ConntrackTimeoutsConfig Timeouts { get; set; } = new();
+}
+
+public sealed class ConntrackTimeoutsConfig
+{
+    public int? TcpSynSent { get; set; }
+    public int? TcpSynRecv { get; set; }
+    public int? TcpEstablished { get; set; }
+    public int? TcpFinWait { get; set; }
+    public int? TcpCloseWait { get; set; }
+    public int? TcpLastAck { get; set; }
+    public int? TcpTimeWait { get; set; }
+    public int? TcpClose { get; set; }
+    public int? UdpUnreplied { get; set; }
+    public int? UdpAssured { get; set; }
+    public int? Icmp { get; set; }
 }
 
 public sealed class NodeConfig
@@ -229,6 +270,7 @@ public static class ConfigLoader
         "Port" => "a port (ports[])",
         "StaticMac" => "bridge.staticMacs[]",
         "Peer" => "a peer (overlay.peers[])",
+        "ConntrackTimeouts" => "conntrack.timeouts",
         _ => char.ToLowerInvariant(typeStem[0]) + typeStem[1..],
     };
 
@@ -281,6 +323,7 @@ public static class ConfigLoader
                 errors.Add($"{at}.mac: '{p.Mac}' is not a unicast MAC address (like 02:00:00:00:00:01)");
         }
         ValidateL3(c, errors, ifaces);
+        ValidateServices(c, errors);
         for (int i = 0; i < c.Bridge.StaticMacs.Count; i++)
         {
             StaticMacConfig s = c.Bridge.StaticMacs[i];
@@ -366,6 +409,36 @@ public static class ConfigLoader
             if (p.VtepMac is not null && (!MacAddress.TryParse(p.VtepMac, out MacAddress vm) || vm.IsMulticast || vm.IsZero))
                 errors.Add($"{at}.vtepMac: '{p.VtepMac}' is not a unicast MAC address");
         }
+    }
+
+    private static void ValidateServices(SwitchConfig c, List<string> errors)
+    {
+        if (c.Conntrack.MaxEntries is < 16 or > 1 << 24) errors.Add($"conntrack.maxEntries: {c.Conntrack.MaxEntries} is out of range 16..16777216");
+        foreach (System.Reflection.PropertyInfo p in typeof(ConntrackTimeoutsConfig).GetProperties())
+        {
+            if (p.GetValue(c.Conntrack.Timeouts) is int v && v is < 1 or > 30 * 86400)
+                errors.Add($"conntrack.timeouts.{char.ToLowerInvariant(p.Name[0])}{p.Name[1..]}: {v} is out of range 1..2592000 seconds");
+        }
+        if (c.Services is not { } s) return;
+        if (c.Node.PodCidr is null) errors.Add("services: needs node.podCIDR (Service NAT runs in the node's router)");
+        if (!TryParseNetwork(s.ServiceCidr, out Ipv4Prefix sc)) errors.Add($"services.serviceCIDR: '{s.ServiceCidr}' is not an IPv4 network (like 10.96.0.0/12; host bits zero)");
+        else if (TryParseNetwork(c.Node.ClusterCidr, out Ipv4Prefix cl) && (sc.Contains(cl.Address) || cl.Contains(sc.Address)))
+            errors.Add($"services.serviceCIDR: {sc} overlaps node.clusterCIDR {cl}");
+        if (!TryParsePortRange(s.NodePortRange, out _, out _)) errors.Add($"services.nodePortRange: '{s.NodePortRange}' is not a port range (like 30000-32767)");
+        if (s.NodeAddress is not null && (!Ipv4Address.TryParse(s.NodeAddress, out Ipv4Address na) || na.IsUnspecified || na.IsMulticast || na.IsBroadcast))
+            errors.Add($"services.nodeAddress: '{s.NodeAddress}' is not a unicast IPv4 address");
+        if (s.ReloadSeconds is < 0.1 or > 3600) errors.Add($"services.reloadSeconds: {s.ReloadSeconds} is out of range 0.1..3600");
+        if (s.Manifests is not null && s.Manifests.Length == 0) errors.Add("services.manifests: empty path");
+    }
+
+    /// <summary>Parses "min-max" (1..65535, min ≤ max).</summary>
+    public static bool TryParsePortRange(string? s, out ushort min, out ushort max)
+    {
+        min = max = 0;
+        string[] parts = (s ?? "").Split('-');
+        if (parts.Length != 2) return false;
+        if (!ushort.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out min) || !ushort.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out max)) return false;
+        return min >= 1 && min <= max;
     }
 
     /// <summary>Parses "a.b.c.d/len" and requires the host bits to be zero.</summary>

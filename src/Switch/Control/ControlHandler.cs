@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using VSwitch.Encap;
+using VSwitch.Nat;
 using VSwitch.Pipeline;
 using VSwitch.Pipeline.Stages;
 using VSwitch.Pipeline.Wire;
@@ -26,7 +27,7 @@ public sealed class ControlHandler
     public string NodeName { get; }
 
     public const string Usage = """
-        commands: status | ports | mac | routes | neighbors | peers | counters | metrics | trace add N | trace show [N] | trace clear
+        commands: status | ports | mac | routes | neighbors | peers | conntrack [N] | services | reload | counters | metrics | trace add N | trace show [N] | trace clear
         """;
 
     public string Handle(string[] args)
@@ -40,6 +41,9 @@ public sealed class ControlHandler
             "routes" => OnWorker(Routes),
             "neighbors" => OnWorker(Neighbors),
             "peers" => OnWorker(Peers),
+            "conntrack" => OnWorker(() => Connections(args.Length > 1 ? ParseCount(args[1]) : 1000)),
+            "services" => OnWorker(Services),
+            "reload" => _host.Manifests is { } mf ? mf.Reload() : throw new ControlException("no services.manifests configured"),
             "counters" => OnWorker(CountersText),
             "metrics" => OnWorker(Metrics),
             "trace" => TraceCommand(args),
@@ -176,6 +180,66 @@ public sealed class ControlHandler
                 isStatic ? "-" : ((now - updated) / f).ToString("F1", CultureInfo.InvariantCulture) + "s"]);
         sb.Append(Table(fdb)).Append(CultureInfo.InvariantCulture, $"{o.FdbCount} overlay forwarding entries\n");
         return sb.ToString();
+    }
+
+    private NatEngine Nat => Datapath.Nat ?? throw new ControlException("Service NAT is off (no services: section in the config)");
+
+    /// <summary>Tracked connections, in the shape of <c>conntrack -L</c>, plus packet counts and the NAT decision.</summary>
+    private string Connections(int max)
+    {
+        NatEngine nat = Nat;
+        long now = Datapath.Time.GetTimestamp();
+        long tps = Datapath.Time.TimestampFrequency;
+        var sb = new StringBuilder();
+        List<(int Index, CtEntry Entry)> list = nat.Conntrack.Snapshot(max);
+        foreach ((int _, CtEntry e) in list)
+        {
+            string proto = e.Orig.Proto switch { IpProtocol.Tcp => "tcp", IpProtocol.Udp => "udp", IpProtocol.Icmp => "icmp", _ => "unknown" };
+            long left = Math.Max(0, (e.Expires - now) / tps);
+            sb.Append(CultureInfo.InvariantCulture, $"{proto,-8}{e.Orig.Proto,-3}{left,-7}");
+            if (e.Orig.Proto == IpProtocol.Tcp) sb.Append(ConntrackStage.StateName(e.State)).Append(' ');
+            sb.Append(Tuple(e.Orig)).Append(CultureInfo.InvariantCulture, $" packets={e.Packets0} bytes={e.Bytes0} ");
+            if ((e.Status & CtStatus.SeenReply) == 0) sb.Append("[UNREPLIED] ");
+            sb.Append(Tuple(e.Reply)).Append(CultureInfo.InvariantCulture, $" packets={e.Packets1} bytes={e.Bytes1}");
+            if ((e.Status & CtStatus.Assured) != 0) sb.Append(" [ASSURED]");
+            var nats = new List<string>();
+            if ((e.Status & CtStatus.DstNat) != 0)
+            {
+                Frontend? f = nat.Services.Lookup(e.Orig.Dst, e.Orig.Proto, e.Orig.DstPort);
+                nats.Add($"dnat={new Ipv4Address(e.Reply.Src)}:{e.Reply.SrcPort}" + (f is null ? "" : $" service={f.Service}{(f.PortName is null ? "" : ":" + f.PortName)}"));
+            }
+            if ((e.Status & CtStatus.SrcNat) != 0) nats.Add($"snat={new Ipv4Address(e.Reply.Dst)}:{(e.Orig.Proto == IpProtocol.Icmp ? e.Reply.SrcPort : e.Reply.DstPort)}");
+            if (e.Rule != CtRule.None) nats.Add($"rule={e.Rule.ToString().ToLowerInvariant()}");
+            if ((e.Status & CtStatus.Loose) != 0) nats.Add("picked-up-mid-stream");
+            if (nats.Count > 0) sb.Append(' ').Append(string.Join(' ', nats));
+            sb.Append('\n');
+        }
+        sb.Append(CultureInfo.InvariantCulture, $"{nat.Conntrack.Count} connection(s) tracked (max {nat.Conntrack.Capacity}){(list.Count < nat.Conntrack.Count ? $", {list.Count} shown" : "")}; {nat.Expired} expired, {nat.Evicted} evicted by endpoint changes\n");
+        return sb.ToString();
+    }
+
+    private static string Tuple(FlowKey k) => k.Proto == IpProtocol.Icmp
+        ? $"src={new Ipv4Address(k.Src)} dst={new Ipv4Address(k.Dst)} type={k.DstPort} code=0 id={k.SrcPort}"
+        : $"src={new Ipv4Address(k.Src)} dst={new Ipv4Address(k.Dst)} sport={k.SrcPort} dport={k.DstPort}";
+
+    /// <summary>Services as compiled: every frontend with its endpoints and policies.</summary>
+    private string Services()
+    {
+        NatEngine nat = Nat;
+        ServiceTable t = nat.Services;
+        var rows = new List<string[]> { new[] { "SERVICE", "PORT", "KIND", "FRONTEND", "ENDPOINTS", "POLICY", "AFFINITY" } };
+        foreach (Frontend f in t.Frontends)
+        {
+            string addr = f.Address == 0 ? "<node>" : new Ipv4Address(f.Address).ToString();
+            string eps = f.Endpoints.Length == 0 ? "(none: refused)" : string.Join(",", f.Endpoints.Select(e => e + (e.Local ? "*" : "")));
+            if (f.UsingTerminating) eps += " (terminating fallback)";
+            string policy = $"ext={f.ExternalPolicy} int={f.InternalPolicy}";
+            rows.Add([f.Service, f.PortName ?? "-", f.Kind.ToString(), $"{addr}:{f.Port}/{(f.Protocol == IpProtocol.Tcp ? "TCP" : "UDP")}", eps, policy,
+                f.Affinity ? $"ClientIP {f.AffinitySeconds}s" : "None"]);
+        }
+        string head = $"service CIDR {(nat.Options.ServiceCidr?.ToString() ?? "-")}, node address {(nat.Options.NodeAddress?.ToString() ?? "-")}; {t.Source.Services.Count} Service(s), {t.Count} frontend(s), version {t.Version}\n";
+        string last = _host.Manifests is { } m ? $"manifests: {m.LastResult}{(m.LastError is null ? "" : $"\nlast reload failed (kept the Services above): {m.LastError}")}\n" : "";
+        return head + last + Table(rows) + "(* = endpoint on this node)\n";
     }
 
     private string CountersText()

@@ -1,0 +1,133 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using VSwitch.Nat;
+using VSwitch.Nat.Cluster;
+
+namespace VSwitch.Switch;
+
+/// <summary>
+/// Keeps the datapath's Services in step with the manifests: reads them at start, then checks for changes every
+/// reload interval (file sizes and modification times), reads and compiles a changed set off the worker, and applies it
+/// on the worker between two batches. A set with errors is reported and not applied: the running Services stay.
+/// </summary>
+public sealed partial class ServiceManifests : IDisposable
+{
+    private readonly string _path;
+    private readonly ManifestOptions _options;
+    private readonly Datapath _datapath;
+    private readonly ILogger _log;
+    private readonly TimeSpan _interval;
+    private readonly Lock _gate = new();
+    private Timer? _timer;
+    private string _signature = "";
+
+    public ServiceManifests(string path, ManifestOptions options, Datapath datapath, TimeSpan interval, ILogger log)
+    {
+        _path = path;
+        _options = options;
+        _datapath = datapath;
+        _interval = interval;
+        _log = log;
+    }
+
+    /// <summary>What the last load did (shown by <c>vswitch services</c>).</summary>
+    public string LastResult { get; private set; } = "not loaded";
+    public string? LastError { get; private set; }
+    public int Applied { get; private set; }
+
+    /// <summary>Reads and applies the manifests now. Throws <see cref="ManifestException"/> at start-up so a bad set stops
+    /// the switch with a clear message; later reloads log instead.</summary>
+    public void LoadInitial()
+    {
+        _signature = Signature();
+        ClusterObjects objects = ManifestReader.ReadPath(_path, _options);
+        Install(objects);
+    }
+
+    public void StartWatching()
+    {
+        _timer = new Timer(_ => Poll(force: false), null, _interval, _interval);
+    }
+
+    /// <summary>Reloads now (the CLI's <c>reload</c>), whether or not anything changed. Returns what happened.</summary>
+    public string Reload()
+    {
+        Poll(force: true);
+        return LastError is null ? LastResult + "\n" : $"error: {LastError}\n(kept the Services in force)\n";
+    }
+
+    private void Poll(bool force)
+    {
+        lock (_gate)
+        {
+            string sig;
+            try
+            {
+                sig = Signature();
+            }
+            catch (IOException e)
+            {
+                Fail(e.Message);
+                return;
+            }
+            if (!force && sig == _signature) return;
+            _signature = sig;
+            try
+            {
+                Install(ManifestReader.ReadPath(_path, _options));
+                LastError = null;
+            }
+            catch (ManifestException e)
+            {
+                Fail(e.Message);
+            }
+        }
+    }
+
+    private void Fail(string message)
+    {
+        LastError = message;
+        LogRejected(_path, message);
+    }
+
+    private void Install(ClusterObjects objects)
+    {
+        NatEngine nat = _datapath.Nat!;
+        var sw = Stopwatch.StartNew();
+        ServiceTable table = nat.Compile(objects);
+        double compileMs = sw.Elapsed.TotalMilliseconds;
+        Task<int> t = _datapath.InvokeAsync(() => nat.Apply(table));
+        if (!t.Wait(TimeSpan.FromSeconds(10))) throw new ManifestException("the worker did not take the new Services within 10 s");
+        int evicted = t.Result;
+        double totalMs = sw.Elapsed.TotalMilliseconds;
+        Applied++;
+        int services = objects.Services.Count, slices = objects.EndpointSlices.Count;
+        int endpoints = objects.EndpointSlices.Sum(s => s.Endpoints.Sum(e => e.Addresses.Count));
+        LastResult = string.Create(CultureInfo.InvariantCulture,
+            $"applied {services} Service(s), {slices} EndpointSlice(s), {endpoints} endpoint address(es): {table.Count} frontend(s), version {table.Version}; evicted {evicted} connection(s); compile {compileMs:F1} ms, in force after {totalMs:F1} ms");
+        LogApplied(LastResult);
+    }
+
+    /// <summary>Names, sizes and modification times of the manifest files.</summary>
+    private string Signature()
+    {
+        var sb = new StringBuilder();
+        IEnumerable<string> files = Directory.Exists(_path) ? ManifestReader.ManifestFiles(_path) : [_path];
+        foreach (string f in files)
+        {
+            var fi = new FileInfo(f);
+            sb.Append(CultureInfo.InvariantCulture, $"{f}|{(fi.Exists ? fi.Length : -1)}|{(fi.Exists ? fi.LastWriteTimeUtc.Ticks : 0)}\n");
+        }
+        return sb.ToString();
+    }
+
+    public void Dispose() => _timer?.Dispose();
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "services: {Result}")]
+    private partial void LogApplied(string result);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "services: {Path}: not applied, keeping the Services in force: {Error}")]
+    private partial void LogRejected(string path, string error);
+}

@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+#
+# Services system test: conntrack and kube-proxy-style Service NAT through two
+# VSwitch nodes joined by the VXLAN overlay, with real servers and clients.
+#
+# Topology (names start with vs-; pods 10.244.0.0/16, Services 10.96.0.0/12,
+# underlay 198.18.0.0/24):
+#
+#                 vs-ul: Linux bridge vs-br
+#          +-----------------------------+
+#     ul0 198.18.0.1                ul0 198.18.0.2
+#    vs-n1 (VSwitch, node-1)       vs-n2 (VSwitch, node-2)
+#    pods  vs-n1-c   10.244.1.2    pods  vs-n2-c   10.244.2.2   (clients)
+#          vs-n1-e1  10.244.1.3          vs-n2-e3  10.244.2.3   (endpoints)
+#          vs-n1-e2  10.244.1.4
+#
+# Every endpoint runs tests/netns/svc-tools.py serve: TCP 8080 and UDP 5353,
+# answering with its own name and the peer address it saw.  Both switches
+# read the same Service/EndpointSlice manifests (services.manifests), which
+# the test rewrites while traffic flows.
+#
+# Checks: ClusterIP TCP and UDP from a pod on the same node and on the other
+# node (named targetPort, two ports in one Service); the node itself reaches a
+# ClusterIP through its host interface; 300 connections spread over 3
+# endpoints within a chi-square bound; ClientIP affinity sticks, then expires;
+# hairpin (an endpoint reaching its own Service sees the gateway as peer); a
+# Service without endpoints refuses at once (TCP: connection refused; UDP:
+# ICMP port unreachable); an address in the Service CIDR no Service owns is
+# refused; internalTrafficPolicy Local; removing the endpoint a UDP stream
+# uses moves the stream to a remaining one at once (stale conntrack evicted);
+# a broken manifest edit is reported and the running Services stay; the CLI
+# lists connections (conntrack), Services, and traces the DNAT decision.
+#
+# Usage: tests/netns/services-system.sh
+#
+# Output: `ok - ...` / `not ok - ...` per check, then `N passed, N failed`.
+# Environment: VSWITCH=/path/to/vswitch (default <repo>/out/vswitch/vswitch).
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
+
+case "${1:-}" in
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    "") ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+esac
+
+require_root
+require_cmd ip ping timeout ss sysctl awk "$PY"
+
+TOOLS="$SCRIPT_DIR/svc-tools.py"
+UL_NS=vs-ul
+UL_IF=ul0
+HOST_IF=vsw0
+make_workdir vs-services
+WORK="$NETNS_WORKDIR"
+BIN="$(vswitch_bin)"
+MANIFESTS="$WORK/manifests"
+mkdir -p "$MANIFESTS"
+
+node_ns() { printf 'vs-n%s\n' "$1"; }
+ul_ip() { printf '198.18.0.%s\n' "$1"; }
+sock_of() { printf '%s/n%s.sock\n' "$WORK" "$1"; }
+vs() { # vs NODE SUBCOMMAND ARGS...
+    local n="$1"
+    shift
+    timeout 10 "$BIN" "$@" --socket "$(sock_of "$n")"
+}
+quiet_ns() {
+    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
+    in_ns "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
+}
+
+# Pods: key -> node, namespace, address, MAC.
+PODS=(n1-c n1-e1 n1-e2 n2-c n2-e3)
+declare -A POD_NODE=([n1-c]=1 [n1-e1]=1 [n1-e2]=1 [n2-c]=2 [n2-e3]=2)
+declare -A POD_IP=([n1-c]=10.244.1.2 [n1-e1]=10.244.1.3 [n1-e2]=10.244.1.4 [n2-c]=10.244.2.2 [n2-e3]=10.244.2.3)
+pod_ns() { printf 'vs-%s\n' "$1"; }
+pod_mac() { local ip="${POD_IP[$1]}" o; IFS=. read -r _ _ o3 o4 <<<"$ip"; printf '02:00:0a:f4:%02x:%02x\n' "$o3" "$o4"; }
+
+# ---------------------------------------------------------------- manifests
+
+# endpoints_yaml NAME...: EndpointSlice endpoints for the named pods.
+endpoints_yaml() {
+    local k
+    for k in "$@"; do
+        printf '  - addresses: ["%s"]\n    conditions: {ready: true}\n    nodeName: node-%s\n' "${POD_IP[$k]}" "${POD_NODE[$k]}"
+    done
+}
+
+# write_manifests STREAM_ENDPOINTS...: the Services; the "stream" Service gets the given endpoints.
+write_manifests() {
+    cat >"$MANIFESTS/services.yaml" <<'EOF'
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: web, namespace: default}
+  spec:
+    type: ClusterIP
+    clusterIP: 10.96.0.10
+    clusterIPs: [10.96.0.10]
+    selector: {app: web}
+    ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: http}
+    - {name: dns, protocol: UDP, port: 53, targetPort: 5353}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: sticky, namespace: default}
+  spec:
+    clusterIP: 10.96.0.20
+    ports: [{name: http, port: 80, targetPort: 8080}]
+    sessionAffinity: ClientIP
+    sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: empty, namespace: default}
+  spec:
+    clusterIP: 10.96.0.30
+    ports: [{name: http, port: 80, targetPort: 8080}, {name: dns, protocol: UDP, port: 53, targetPort: 5353}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: self, namespace: default}
+  spec:
+    clusterIP: 10.96.0.40
+    ports: [{name: http, port: 80, targetPort: 8080}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: stream, namespace: default}
+  spec:
+    clusterIP: 10.96.0.50
+    ports: [{name: dns, protocol: UDP, port: 53, targetPort: 5353}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: local-only, namespace: default}
+  spec:
+    clusterIP: 10.96.0.60
+    internalTrafficPolicy: Local
+    ports: [{name: http, port: 80, targetPort: 8080}]
+EOF
+    {
+        printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\n'
+        printf 'ports:\n- {name: http, protocol: TCP, port: 8080}\n- {name: dns, protocol: UDP, port: 5353}\nendpoints:\n'
+        endpoints_yaml n1-e1 n1-e2 n2-e3
+        printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: sticky-1\n  namespace: default\n  labels: {kubernetes.io/service-name: sticky}\naddressType: IPv4\n'
+        printf 'ports:\n- {name: http, protocol: TCP, port: 8080}\nendpoints:\n'
+        endpoints_yaml n1-e1 n1-e2 n2-e3
+        printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: self-1\n  namespace: default\n  labels: {kubernetes.io/service-name: self}\naddressType: IPv4\n'
+        printf 'ports:\n- {name: http, protocol: TCP, port: 8080}\nendpoints:\n'
+        endpoints_yaml n1-e1
+        printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: stream-1\n  namespace: default\n  labels: {kubernetes.io/service-name: stream}\naddressType: IPv4\n'
+        printf 'ports:\n- {name: dns, protocol: UDP, port: 5353}\nendpoints:\n'
+        endpoints_yaml "$@"
+        printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-only-1\n  namespace: default\n  labels: {kubernetes.io/service-name: local-only}\naddressType: IPv4\n'
+        printf 'ports:\n- {name: http, protocol: TCP, port: 8080}\nendpoints:\n'
+        endpoints_yaml n2-e3
+    } >"$MANIFESTS/endpointslices.yaml.tmp"
+    mv "$MANIFESTS/endpointslices.yaml.tmp" "$MANIFESTS/endpointslices.yaml"
+}
+
+write_config() { # write_config N FILE
+    local n="$1" file="$2" m k
+    {
+        printf 'node:\n  name: node-%s\n  podCIDR: 10.244.%s.0/24\n  clusterCIDR: 10.244.0.0/16\n' "$n" "$n"
+        printf 'control:\n  socket: %s\n' "$(sock_of "$n")"
+        printf 'host:\n  interface: %s\n' "$HOST_IF"
+        printf 'services:\n  manifests: %s\n  serviceCIDR: 10.96.0.0/12\n  reloadSeconds: 0.2\n' "$MANIFESTS"
+        printf 'overlay:\n  localAddress: %s\n  peers:\n' "$(ul_ip "$n")"
+        for m in 1 2; do
+            [[ "$m" != "$n" ]] || continue
+            printf '    - name: node-%s\n      address: %s\n      podCIDR: 10.244.%s.0/24\n' "$m" "$(ul_ip "$m")" "$m"
+        done
+        printf 'ports:\n'
+        for k in "${PODS[@]}"; do
+            [[ "${POD_NODE[$k]}" == "$n" ]] || continue
+            printf '  - name: %s\n    type: tap\n    interface: vs%s-%s\n    namespace: %s\n    address: %s/24\n    mac: "%s"\n' \
+                "$k" "$n" "${k#n?-}" "$(pod_ns "$k")" "${POD_IP[$k]}" "$(pod_mac "$k")"
+        done
+    } >"$file"
+}
+
+# ---------------------------------------------------------------- topology
+
+for k in "${PODS[@]}"; do
+    if ip netns list | awk '{print $1}' | grep -qxF -- "$(pod_ns "$k")"; then
+        die "namespace $(pod_ns "$k") already exists (left over from an earlier run? remove it with: ip netns del $(pod_ns "$k"))"
+    fi
+done
+ns_add "$UL_NS"
+quiet_ns "$UL_NS"
+in_ns "$UL_NS" ip link add vs-br type bridge
+in_ns "$UL_NS" ip link set vs-br up
+for n in 1 2; do
+    ns_add "$(node_ns "$n")"
+    quiet_ns "$(node_ns "$n")"
+    veth_add "vs-ul$n-b" "vs-ul$n-n"
+    link_to_ns "vs-ul$n-b" "$UL_NS" "p$n"
+    link_to_ns "vs-ul$n-n" "$(node_ns "$n")" "$UL_IF"
+    in_ns "$UL_NS" ip link set "p$n" master vs-br up
+    in_ns "$(node_ns "$n")" ip link set "$UL_IF" up
+    in_ns "$(node_ns "$n")" ip addr add "$(ul_ip "$n")/24" dev "$UL_IF"
+    offloads_off "$UL_IF" "$(node_ns "$n")"
+    offloads_off "p$n" "$UL_NS"
+done
+for k in "${PODS[@]}"; do
+    ns_add "$(pod_ns "$k")"
+    quiet_ns "$(pod_ns "$k")"
+done
+
+write_manifests n1-e1 n1-e2
+for n in 1 2; do
+    cfg="$WORK/node-$n.yaml"
+    write_config "$n" "$cfg"
+    expect_ok "node-$n config is valid" "$BIN" config check "$cfg"
+    start_bg "vs-n$n" ip netns exec "$(node_ns "$n")" "$BIN" run --config "$cfg"
+done
+for n in 1 2; do
+    if wait_for 20 vs "$n" status; then
+        pass "node-$n switch is up with its Services"
+    else
+        fail "node-$n switch is up with its Services" "$(bg_log "vs-n$n")"
+        die "switch did not start"
+    fi
+done
+for k in "${PODS[@]}"; do
+    wait_for 10 ip -n "$(pod_ns "$k")" -4 addr show dev eth0 || die "pod $k has no address"
+    in_ns "$(pod_ns "$k")" ethtool -K eth0 tx off >/dev/null 2>&1 || true
+done
+
+for k in n1-e1 n1-e2 n2-e3; do
+    start_bg "srv-$k" timeout 300 ip netns exec "$(pod_ns "$k")" "$PY" "$TOOLS" serve "$k" 8080 5353 290
+    wait_for 5 tcp_listening "$(pod_ns "$k")" 8080 || die "server in $k did not start"
+done
+
+# tcp_from POD HOST PORT COUNT [TIMEOUT]: run the TCP client in POD; output in $OUT.
+tcp_from() {
+    local pod="$1" host="$2" port="$3" count="$4" to="${5:-2}"
+    OUT="$(in_ns "$(pod_ns "$pod")" timeout 120 "$PY" "$TOOLS" tcp "$host" "$port" "$count" "$to" 2>&1 || true)"
+}
+udp_from() { # udp_from POD HOST PORT COUNT INTERVAL [SPORT] [TIMEOUT]
+    local pod="$1"
+    shift
+    OUT="$(in_ns "$(pod_ns "$pod")" timeout 120 "$PY" "$TOOLS" udp "$@" 2>&1 || true)"
+}
+# served_by: the distinct server names in $OUT.
+served_by() { awk '$1 !~ /^ERR/ {print $1}' <<<"$OUT" | sort -u | tr '\n' ' '; }
+
+# ---------------------------------------------------------------- ClusterIP
+
+vs 1 services >"$WORK/services.txt" 2>&1 || true
+assert_contains "CLI lists the web Service's ClusterIP frontend" "$(cat "$WORK/services.txt")" "10.96.0.10:80/TCP"
+assert_contains "named targetPort resolved to the slice's port 8080" "$(cat "$WORK/services.txt")" "10.244.1.3:8080"
+assert_contains "Service without endpoints shown as refused" "$(cat "$WORK/services.txt")" "(none: refused)"
+
+tcp_from n1-c 10.96.0.10 80 30
+ok_count="$(grep -c '^n.-e. 10.244.1.2:' <<<"$OUT" || true)"
+if [[ "$ok_count" == 30 ]]; then pass "ClusterIP TCP from a pod on the same node: 30/30 answered, client IP preserved"; else fail "ClusterIP TCP from a pod on the same node ($ok_count/30)" <(echo "$OUT"); fi
+tcp_from n2-c 10.96.0.10 80 30
+ok_count="$(grep -c '^n.-e. 10.244.2.2:' <<<"$OUT" || true)"
+if [[ "$ok_count" == 30 ]]; then pass "ClusterIP TCP from a pod on the other node: 30/30 answered, client IP preserved"; else fail "ClusterIP TCP from a pod on the other node ($ok_count/30)" <(echo "$OUT"); fi
+assert_contains "connections from node-2 reach endpoints on node-1 across the overlay" "$(served_by)" "n1-e"
+
+udp_from n1-c 10.96.0.10 53 20 0.01
+ok_count="$(grep -c ' n.-e. 10.244.1.2:' <<<"$OUT" || true)"
+if [[ "$ok_count" == 20 ]]; then pass "ClusterIP UDP (second port of the Service) from the same node: 20/20"; else fail "ClusterIP UDP from the same node ($ok_count/20)" <(echo "$OUT"); fi
+udp_from n2-c 10.96.0.10 53 20 0.01
+ok_count="$(grep -c ' n.-e. 10.244.2.2:' <<<"$OUT" || true)"
+if [[ "$ok_count" == 20 ]]; then pass "ClusterIP UDP from the other node: 20/20"; else fail "ClusterIP UDP from the other node ($ok_count/20)" <(echo "$OUT"); fi
+
+OUT="$(in_ns "$(node_ns 1)" timeout 20 "$PY" "$TOOLS" tcp 10.96.0.10 80 5 2>&1 || true)"
+ok_count="$(grep -c '^n.-e. 10.244.1.1:' <<<"$OUT" || true)"
+if [[ "$ok_count" == 5 ]]; then pass "the node reaches a ClusterIP through its host interface (source: the gateway)"; else fail "node -> ClusterIP ($ok_count/5)" <(echo "$OUT"); fi
+
+# ---------------------------------------------------------------- distribution
+
+tcp_from n1-c 10.96.0.10 80 300
+chi="$(awk '$1 !~ /^ERR/ {c[$1]++; n++} END {
+    e = n / 3; x = 0; for (k in c) x += (c[k] - e) ^ 2 / e; k = 0; for (s in c) k++;
+    printf "%d %d %.2f %s %s %s\n", n, k, x, c["n1-e1"], c["n1-e2"], c["n2-e3"] }' <<<"$OUT")"
+read -r total kinds chi2 c1 c2 c3 <<<"$chi"
+log "300 connections: n1-e1=$c1 n1-e2=$c2 n2-e3=$c3, chi-square $chi2 (2 d.f.)"
+if [[ "$total" == 300 && "$kinds" == 3 ]] && awk -v x="$chi2" 'BEGIN {exit !(x < 13.82)}'; then
+    pass "300 connections spread over 3 endpoints (chi-square $chi2 < 13.82, p > 0.001)"
+else
+    fail "300 connections spread over 3 endpoints (total $total, endpoints $kinds, chi-square $chi2)" <(echo "$OUT" | sort | uniq -c | head)
+fi
+
+# ---------------------------------------------------------------- affinity
+
+tcp_from n1-c 10.96.0.20 80 20
+if [[ "$(served_by | wc -w)" == 1 && "$(grep -c '^n' <<<"$OUT")" == 20 ]]; then
+    pass "ClientIP affinity: 20 connections all go to $(served_by)"
+else
+    fail "ClientIP affinity: 20 connections went to: $(served_by)" <(echo "$OUT")
+fi
+seen=""
+for _ in 1 2 3 4 5 6 7 8; do
+    sleep 2.3
+    tcp_from n1-c 10.96.0.20 80 1
+    seen+=" $(served_by)"
+done
+distinct="$(tr ' ' '\n' <<<"$seen" | grep . | sort -u | wc -l)"
+if ((distinct >= 2)); then
+    pass "ClientIP affinity expires after timeoutSeconds (2 s): 8 later connections reached $distinct endpoints"
+else
+    fail "ClientIP affinity expires (8 connections 2.3 s apart all reached:$seen)"
+fi
+
+# ---------------------------------------------------------------- hairpin, refusal, policies
+
+tcp_from n1-e1 10.96.0.40 80 3
+if [[ "$(grep -c '^n1-e1 10.244.1.1:' <<<"$OUT")" == 3 ]]; then
+    pass "hairpin: an endpoint reaching its own Service is answered by itself, masqueraded to the gateway"
+else
+    fail "hairpin" <(echo "$OUT")
+fi
+
+tcp_from n1-c 10.96.0.30 80 1 3
+if [[ "$OUT" =~ ^ERR\ ConnectionRefusedError\ 0\.[0-4] ]]; then
+    pass "Service without endpoints: TCP connection refused at once ($OUT)"
+else
+    fail "Service without endpoints: TCP connection refused at once (got: $OUT)"
+fi
+udp_from n1-c 10.96.0.30 53 1 0 0 2
+if [[ "$OUT" == *"ERR ConnectionRefusedError"* ]]; then
+    pass "Service without endpoints: UDP gets ICMP port unreachable (connection refused)"
+else
+    fail "Service without endpoints: UDP refused (got: $OUT)"
+fi
+tcp_from n1-c 10.96.7.7 80 1 3
+if [[ "$OUT" =~ ^ERR\ ConnectionRefusedError ]]; then
+    pass "an unowned Service CIDR address is refused, not routed away"
+else
+    fail "unowned Service CIDR address refused (got: $OUT)"
+fi
+
+tcp_from n2-c 10.96.0.60 80 5
+if [[ "$(grep -c '^n2-e3 ' <<<"$OUT")" == 5 ]]; then pass "internalTrafficPolicy Local: a client on the endpoint's node is served"; else fail "internalTrafficPolicy Local, same node" <(echo "$OUT"); fi
+tcp_from n1-c 10.96.0.60 80 1 1
+if [[ "$OUT" == ERR* ]]; then pass "internalTrafficPolicy Local: no local endpoint on node-1, connection dropped ($OUT)"; else fail "internalTrafficPolicy Local, other node (got: $OUT)"; fi
+
+# ---------------------------------------------------------------- CLI: conntrack, trace
+
+vs 1 trace add 20 >/dev/null
+tcp_from n1-c 10.96.0.10 80 1
+sleep 0.3
+trace="$(vs 1 trace show 20 2>&1 || true)"
+assert_contains "trace shows the Service decision" "$trace" "Service default/web:http ClusterIP 10.96.0.10:80/TCP: DNAT to endpoint"
+assert_contains "trace names the rule that picked the endpoint" "$trace" "by random of 3"
+udp_from n1-c 10.96.0.10 53 1 0 40053
+ct="$(vs 1 conntrack 2>&1 || true)"
+assert_contains "conntrack lists the UDP flow with its DNAT" "$ct" "src=10.244.1.2 dst=10.96.0.10 sport=40053 dport=53"
+assert_contains "conntrack shows the Service of a DNATed flow" "$ct" "service=default/web:dns"
+assert_contains "conntrack shows TCP states" "$ct" "TIME_WAIT"
+
+# ---------------------------------------------------------------- live endpoint removal
+
+# A UDP client streams to the "stream" Service from one socket (one conntrack entry);
+# half-way the endpoint it uses is removed from the manifest.
+start_bg udp-stream ip netns exec "$(pod_ns n1-c)" timeout 30 "$PY" "$TOOLS" udp 10.96.0.50 53 200 0.02 40100 0.5
+wait_for 5 grep -q ' n1-e' "$(bg_log udp-stream)" || true
+first="$(awk '$2 ~ /^n1-e/ {print $2; exit}' "$(bg_log udp-stream)")"
+sleep 1
+if [[ "$first" == n1-e1 ]]; then keep=n1-e2; else keep=n1-e1; fi
+change_at="$(awk '{print $1}' /proc/uptime)"
+write_manifests "$keep"
+bg_wait udp-stream 30 || true
+awk -v gone="$first" -v keep="$keep" '
+    $2 == gone {last_gone = $1; before++} $2 == keep {if (!first_keep) first_keep = $1; after++}
+    $2 == "ERR" {err++}
+    END {printf "%s %d %s %d %s %d\n", last_gone, before, first_keep, after, (err ? err : 0), NR}' "$(bg_log udp-stream)" >"$WORK/stream.txt"
+read -r last_gone before first_keep after errs total <"$WORK/stream.txt"
+log "stream: $before answers from $first (removed), then $after from $keep; $errs unanswered of $total"
+if [[ -n "$first" ]] && ((before > 10 && after > 50)) && awk -v a="$last_gone" -v b="$first_keep" 'BEGIN {exit !(a < b)}'; then
+    pass "removing the endpoint a UDP stream uses: the next datagrams go to the remaining endpoint, none to the removed one ($errs lost)"
+else
+    fail "UDP stream moved to the remaining endpoint (first=$first before=$before after=$after)" "$(bg_log udp-stream)"
+fi
+_=$change_at
+ct="$(vs 1 status 2>&1; vs 1 conntrack 2>&1 || true)"
+assert_contains "conntrack counts the evicted connection" "$ct" "evicted by endpoint changes"
+
+# ---------------------------------------------------------------- bad manifests keep the Services
+
+cp "$MANIFESTS/services.yaml" "$WORK/services.good"
+printf 'apiVersion: v1\nkind: Service\nmetadata: {name: broken}\nspec:\n  clusterIP: 10.96.0.99\n  ports: [{port: 70000}]\n' >"$MANIFESTS/zz-broken.yaml"
+sleep 1
+reload="$(vs 1 reload 2>&1 || true)"
+assert_contains "a broken manifest is reported with its file and field" "$reload" "zz-broken.yaml"
+tcp_from n1-c 10.96.0.10 80 5
+if [[ "$(grep -c '^n' <<<"$OUT")" == 5 ]]; then pass "after a broken manifest edit the running Services stay in force"; else fail "Services kept after a broken edit" <(echo "$OUT"); fi
+rm -f "$MANIFESTS/zz-broken.yaml"
+
+# ---------------------------------------------------------------- shutdown
+
+for n in 1 2; do
+    bg_stop "vs-n$n" TERM 10
+done
+left="$(ip -n "$(node_ns 1)" -o link show 2>/dev/null | grep -c "$HOST_IF" || true)"
+if [[ "$left" == 0 ]]; then pass "SIGTERM: the switch removed its interfaces"; else fail "SIGTERM cleanup ($left left)"; fi
+
+finish

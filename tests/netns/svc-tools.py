@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""Servers and clients for the Service tests (tests/netns/services-system.sh).
+
+  svc-tools.py serve NAME TCP_PORT UDP_PORT LIFETIME
+      TCP: answer every connection with one line "NAME PEER_IP:PEER_PORT" and close.
+      UDP: answer every datagram with "NAME PEER_IP:PEER_PORT".  Exits after LIFETIME seconds.
+
+  svc-tools.py tcp HOST PORT COUNT [TIMEOUT]
+      COUNT connections one after another; one line per connection: the server's answer, or
+      "ERR <exception name> <seconds>" (e.g. ERR ConnectionRefusedError 0.001).
+
+  svc-tools.py udp HOST PORT COUNT INTERVAL [SPORT] [TIMEOUT]
+      COUNT datagrams from one socket (bound to SPORT when given), INTERVAL seconds apart; one line per
+      datagram: "<monotonic time> <answer>" or "<time> ERR <name>".
+"""
+import socket
+import sys
+import threading
+import time
+
+
+def serve(name, tcp_port, udp_port, lifetime):
+    stop_at = time.monotonic() + lifetime
+
+    def tcp():
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", tcp_port))
+        s.listen(1024)
+        s.settimeout(0.5)
+        while time.monotonic() < stop_at:
+            try:
+                c, a = s.accept()
+            except socket.timeout:
+                continue
+            try:
+                c.sendall(f"{name} {a[0]}:{a[1]}\n".encode())
+            except OSError:
+                pass
+            finally:
+                c.close()
+
+    def udp():
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("0.0.0.0", udp_port))
+        u.settimeout(0.5)
+        while time.monotonic() < stop_at:
+            try:
+                _, a = u.recvfrom(2048)
+            except socket.timeout:
+                continue
+            u.sendto(f"{name} {a[0]}:{a[1]}".encode(), a)
+
+    threads = [threading.Thread(target=tcp, daemon=True), threading.Thread(target=udp, daemon=True)]
+    for t in threads:
+        t.start()
+    print("serving", flush=True)
+    while time.monotonic() < stop_at:
+        time.sleep(0.2)
+
+
+def tcp_client(host, port, count, timeout):
+    for _ in range(count):
+        t0 = time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as s:
+                s.settimeout(timeout)
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(256)
+                    if not chunk:
+                        break
+                    data += chunk
+                print(data.decode().strip() or "ERR EmptyAnswer 0", flush=True)
+        except OSError as e:
+            print(f"ERR {type(e).__name__} {time.monotonic() - t0:.3f}", flush=True)
+
+
+def udp_client(host, port, count, interval, sport, timeout):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if sport:
+        u.bind(("0.0.0.0", sport))
+    u.connect((host, port))
+    u.settimeout(timeout)
+    for i in range(count):
+        t0 = time.monotonic()
+        try:
+            u.send(f"ping {i}".encode())
+            data = u.recv(2048)
+            print(f"{t0:.3f} {data.decode()}", flush=True)
+        except OSError as e:
+            print(f"{t0:.3f} ERR {type(e).__name__}", flush=True)
+        rest = interval - (time.monotonic() - t0)
+        if rest > 0:
+            time.sleep(rest)
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    mode = argv[1]
+    if mode == "serve":
+        serve(argv[2], int(argv[3]), int(argv[4]), float(argv[5]))
+    elif mode == "tcp":
+        tcp_client(argv[2], int(argv[3]), int(argv[4]), float(argv[5]) if len(argv) > 5 else 2.0)
+    elif mode == "udp":
+        udp_client(argv[2], int(argv[3]), int(argv[4]), float(argv[5]),
+                   int(argv[6]) if len(argv) > 6 else 0, float(argv[7]) if len(argv) > 7 else 1.0)
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
