@@ -26,8 +26,8 @@ internal static class EndpointSliceManifest
     public static EndpointSliceEntry? Read(Fields obj)
     {
         ObjectScope scope = obj.Scope;
-        obj.RejectUnknown(TopFields);
         ObjectMeta meta = ManifestCommon.ReadMetadata(obj, "EndpointSlice", serviceName: false);
+        obj.RejectUnknown(TopFields);
 
         YamlNode? typeNode = obj.Get("addressType");
         string? addressType = obj.String("addressType");

@@ -190,9 +190,26 @@ internal readonly struct Fields(ObjectScope scope, YamlMappingNode node, string 
                 continue;
             }
             if (Array.IndexOf(known, k) >= 0) continue;
-            string? near = Array.Find(known, x => string.Equals(x, k, StringComparison.OrdinalIgnoreCase));
+            string? near = Array.Find(known, x => string.Equals(x, k, StringComparison.OrdinalIgnoreCase))
+                ?? (k.Length >= 5 ? Array.Find(known, x => Distance(x, k) <= 2) : null);
             scope.Error(kv.Key, At(Yaml.Shorten(k)), near is null ? "unsupported field" : $"unsupported field (did you mean '{near}'?)");
         }
+    }
+
+    /// <summary>Levenshtein distance, for "did you mean" hints.</summary>
+    private static int Distance(string a, string b)
+    {
+        if (Math.Abs(a.Length - b.Length) > 2) return int.MaxValue;
+        int[] prev = new int[b.Length + 1], cur = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) prev[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            cur[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+                cur[j] = Math.Min(Math.Min(prev[j] + 1, cur[j - 1] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            (prev, cur) = (cur, prev);
+        }
+        return prev[b.Length];
     }
 
     /// <summary>Reports the missing field <paramref name="key"/> at this mapping.</summary>

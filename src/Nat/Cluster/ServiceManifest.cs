@@ -46,8 +46,8 @@ internal static class ServiceManifest
     public static ServiceEntry? Read(Fields obj, ManifestOptions options)
     {
         ObjectScope scope = obj.Scope;
-        obj.RejectUnknown(TopFields);
         ObjectMeta meta = ManifestCommon.ReadMetadata(obj, "Service", serviceName: true);
+        obj.RejectUnknown(TopFields);
         if (obj.Get("spec") is null)
         {
             obj.Required("spec");
@@ -153,9 +153,13 @@ internal static class ServiceManifest
             }
             if (s == "None")
             {
-                if (ips.Count == 1) headless = true;
-                else scope.Error(ips[i], at, "None (headless) must be the only entry");
-                continue;
+                if (ips.Count == 1)
+                {
+                    headless = true;
+                    continue;
+                }
+                scope.Error(ips[i], at, "None (headless) must be the only entry");
+                break;
             }
             if (!Yaml.Address(scope, ips[i], at, out Ipv4Address b)) continue;
             if (i == 0) addresses.Add(b);
@@ -218,7 +222,7 @@ internal static class ServiceManifest
             sources.Add(new PortSource(p.Node, p.Path, p.Get("name"), p.Get("port"), p.Get("nodePort"), scope.ErrorCount == errorsBefore));
         }
 
-        if (nodes.Count == 0 && type != ServiceType.ExternalName && !headless)
+        if (nodes.Count == 0 && type != ServiceType.ExternalName && !headless && spec.Get("ports") is null or YamlSequenceNode)
             scope.Error(spec.Node, "spec.ports", "required: at least one port (only headless and ExternalName Services may have none)");
         var names = new Dictionary<string, int>(StringComparer.Ordinal);
         var numbers = new Dictionary<(byte, ushort), int>();
