@@ -91,17 +91,17 @@ public static class ManifestReader
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
-            state.Diagnostics.Add(source, path, Mark.Empty, "no such file or directory");
+            state.Diagnostics.Add(source, path, "no such file or directory");
             return;
         }
         catch (UnauthorizedAccessException)
         {
-            state.Diagnostics.Add(source, path, Mark.Empty, "permission denied");
+            state.Diagnostics.Add(source, path, "permission denied");
             return;
         }
         catch (Exception e) when (e is IOException or ArgumentException or NotSupportedException)
         {
-            state.Diagnostics.Add(source, path, Mark.Empty, $"cannot read: {e.Message}");
+            state.Diagnostics.Add(source, path, $"cannot read: {e.Message}");
             return;
         }
         state.ReadText(source, path, text);
@@ -131,7 +131,7 @@ internal sealed class ReadState(ManifestOptions options)
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // YamlDotNet should only throw YamlException; anything else from it is still bad input, not a crash.
-            Diagnostics.Add(source, sourceName, Mark.Empty, $"invalid YAML: {e.Message}");
+            Diagnostics.Add(source, sourceName, $"invalid YAML: {e.Message}");
             return;
         }
         foreach (YamlDocument doc in stream.Documents)

@@ -13,13 +13,13 @@ internal sealed class Diagnostics
 
     public int Count => entries.Count;
 
-    /// <summary>Adds <c>source:line:col: text</c>, or <c>source: text</c> when <paramref name="at"/> has no line.</summary>
-    public void Add(int source, string sourceName, Mark at, string text)
-    {
-        bool hasLine = at.Line > 0;
-        string where = hasLine ? $"{sourceName}:{at.Line}:{at.Column}" : sourceName;
-        entries.Add(new Entry(source, hasLine ? at.Line : 0, hasLine ? at.Column : 0, entries.Count, $"{where}: {text}"));
-    }
+    /// <summary>Adds <c>source:line:col: text</c>.</summary>
+    public void Add(int source, string sourceName, Mark at, string text) =>
+        entries.Add(new Entry(source, at.Line, at.Column, entries.Count, $"{sourceName}:{at.Line}:{at.Column}: {text}"));
+
+    /// <summary>Adds <c>source: text</c>, for problems with the source as a whole (unreadable file).</summary>
+    public void Add(int source, string sourceName, string text) =>
+        entries.Add(new Entry(source, 0, 0, entries.Count, $"{sourceName}: {text}"));
 
     public IReadOnlyList<string> Sorted() =>
         [.. entries.OrderBy(e => e.Source).ThenBy(e => e.Line).ThenBy(e => e.Column).ThenBy(e => e.Seq).Select(e => e.Text)];
