@@ -194,6 +194,7 @@ public class ManifestValidationTests
     [InlineData("apiVersion: v1\nkind: [Service]\n", "[Service]", "kind: expected a string, found a list")]
     [InlineData("kind: Service\nmetadata: {name: x}\n", "kind", "apiVersion: required: v1")]
     [InlineData("kind: EndpointSlice\nmetadata: {name: x}\n", "kind", "apiVersion: required: discovery.k8s.io/v1")]
+    [InlineData("apiVersion: {v: 1}\nkind: Service\nmetadata: {name: x}\n", "{v: 1}", "apiVersion: expected a string, found a mapping")]
     [InlineData("apiVersion: v2\nkind: Service\nmetadata: {name: x}\n", "v2", "apiVersion: 'v2' is not supported for a Service (use v1)")]
     [InlineData("apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: x}\n", "discovery", "apiVersion: 'discovery.k8s.io/v1beta1' is not supported for an EndpointSlice (use discovery.k8s.io/v1)")]
     [InlineData("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n- apiVersion: v1\n  metadata: {}\n", "apiVersion: v1\n  metadata", "items[1]: kind: required")]

@@ -172,7 +172,7 @@ internal sealed class ReadState(ManifestOptions options)
         switch (kind)
         {
             case "Service" or "EndpointSlice" when apiVersion is null:
-                obj.Required("apiVersion", kind == "Service" ? "v1" : "discovery.k8s.io/v1");
+                if (obj.Get("apiVersion") is null) obj.Required("apiVersion", kind == "Service" ? "v1" : "discovery.k8s.io/v1");
                 break;
             case "Service" when group.Length == 0:
                 if (apiVersion != "v1")
@@ -190,10 +190,10 @@ internal sealed class ReadState(ManifestOptions options)
                 break;
             case "Service" or "EndpointSlice":
                 // Another API group's kind of the same name (a Knative Service, say): not ours.
-                Skip($"{kind} ({apiVersion})");
+                Skip($"{kind} ({Yaml.Shorten(apiVersion)})");
                 break;
             default:
-                Skip(kind);
+                Skip(Yaml.Shorten(kind));
                 break;
         }
     }
