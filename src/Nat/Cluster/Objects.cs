@@ -52,6 +52,9 @@ public sealed record ServiceObject
     public TrafficPolicy ExternalTrafficPolicy { get; init; } = TrafficPolicy.Cluster;
     public TrafficPolicy InternalTrafficPolicy { get; init; } = TrafficPolicy.Cluster;
     public string? ExternalName { get; init; }
+    /// <summary><c>spec.publishNotReadyAddresses</c>. The manifest reader has already marked every endpoint of this
+    /// Service's slices ready, as the EndpointSlice controller does.</summary>
+    public bool PublishNotReadyAddresses { get; init; }
 
     public string Key => $"{Namespace}/{Name}";
 }
@@ -92,4 +95,9 @@ public sealed record ClusterObjects
     public static readonly ClusterObjects Empty = new();
     public IReadOnlyList<ServiceObject> Services { get; init; } = [];
     public IReadOnlyList<EndpointSliceObject> EndpointSlices { get; init; } = [];
+    /// <summary>Objects the manifest reader skipped, counted by kind (<c>Pod</c>, <c>ConfigMap</c>, ...). A kind whose
+    /// name matches one that is read but from another API group is keyed <c>Kind (apiVersion)</c>, like
+    /// <c>Service (serving.knative.dev/v1)</c>; IPv6 and FQDN slices are keyed <c>EndpointSlice (IPv6)</c> and
+    /// <c>EndpointSlice (FQDN)</c>.</summary>
+    public IReadOnlyDictionary<string, int> Skipped { get; init; } = System.Collections.ObjectModel.ReadOnlyDictionary<string, int>.Empty;
 }
