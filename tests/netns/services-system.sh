@@ -248,6 +248,13 @@ udp_from() { # udp_from POD HOST PORT COUNT INTERVAL [SPORT] [TIMEOUT]
     shift
     OUT="$(in_ns "$(pod_ns "$pod")" timeout 120 "$PY" "$TOOLS" udp "$@" 2>&1 || true)"
 }
+# save_out: write $OUT to a file for a failure report; print its path.
+save_out() {
+    local f
+    f="$(mktemp "$WORK/out.XXXXXX")"
+    printf '%s\n' "$OUT" >"$f"
+    printf '%s\n' "$f"
+}
 # served_by: the distinct server names in $OUT.
 served_by() { awk '$1 !~ /^ERR/ {print $1}' <<<"$OUT" | sort -u | tr '\n' ' '; }
 
@@ -260,22 +267,22 @@ assert_contains "Service without endpoints shown as refused" "$(cat "$WORK/servi
 
 tcp_from n1-c 10.96.0.10 80 30
 ok_count="$(grep -c '^n.-e. 10.244.1.2:' <<<"$OUT" || true)"
-if [[ "$ok_count" == 30 ]]; then pass "ClusterIP TCP from a pod on the same node: 30/30 answered, client IP preserved"; else fail "ClusterIP TCP from a pod on the same node ($ok_count/30)" <(echo "$OUT"); fi
+if [[ "$ok_count" == 30 ]]; then pass "ClusterIP TCP from a pod on the same node: 30/30 answered, client IP preserved"; else fail "ClusterIP TCP from a pod on the same node ($ok_count/30)" "$(save_out)"; fi
 tcp_from n2-c 10.96.0.10 80 30
 ok_count="$(grep -c '^n.-e. 10.244.2.2:' <<<"$OUT" || true)"
-if [[ "$ok_count" == 30 ]]; then pass "ClusterIP TCP from a pod on the other node: 30/30 answered, client IP preserved"; else fail "ClusterIP TCP from a pod on the other node ($ok_count/30)" <(echo "$OUT"); fi
+if [[ "$ok_count" == 30 ]]; then pass "ClusterIP TCP from a pod on the other node: 30/30 answered, client IP preserved"; else fail "ClusterIP TCP from a pod on the other node ($ok_count/30)" "$(save_out)"; fi
 assert_contains "connections from node-2 reach endpoints on node-1 across the overlay" "$(served_by)" "n1-e"
 
 udp_from n1-c 10.96.0.10 53 20 0.01
 ok_count="$(grep -c ' n.-e. 10.244.1.2:' <<<"$OUT" || true)"
-if [[ "$ok_count" == 20 ]]; then pass "ClusterIP UDP (second port of the Service) from the same node: 20/20"; else fail "ClusterIP UDP from the same node ($ok_count/20)" <(echo "$OUT"); fi
+if [[ "$ok_count" == 20 ]]; then pass "ClusterIP UDP (second port of the Service) from the same node: 20/20"; else fail "ClusterIP UDP from the same node ($ok_count/20)" "$(save_out)"; fi
 udp_from n2-c 10.96.0.10 53 20 0.01
 ok_count="$(grep -c ' n.-e. 10.244.2.2:' <<<"$OUT" || true)"
-if [[ "$ok_count" == 20 ]]; then pass "ClusterIP UDP from the other node: 20/20"; else fail "ClusterIP UDP from the other node ($ok_count/20)" <(echo "$OUT"); fi
+if [[ "$ok_count" == 20 ]]; then pass "ClusterIP UDP from the other node: 20/20"; else fail "ClusterIP UDP from the other node ($ok_count/20)" "$(save_out)"; fi
 
 OUT="$(in_ns "$(node_ns 1)" timeout 20 "$PY" "$TOOLS" tcp 10.96.0.10 80 5 2>&1 || true)"
 ok_count="$(grep -c '^n.-e. 10.244.1.1:' <<<"$OUT" || true)"
-if [[ "$ok_count" == 5 ]]; then pass "the node reaches a ClusterIP through its host interface (source: the gateway)"; else fail "node -> ClusterIP ($ok_count/5)" <(echo "$OUT"); fi
+if [[ "$ok_count" == 5 ]]; then pass "the node reaches a ClusterIP through its host interface (source: the gateway)"; else fail "node -> ClusterIP ($ok_count/5)" "$(save_out)"; fi
 
 # ---------------------------------------------------------------- distribution
 
@@ -288,7 +295,7 @@ log "300 connections: n1-e1=$c1 n1-e2=$c2 n2-e3=$c3, chi-square $chi2 (2 d.f.)"
 if [[ "$total" == 300 && "$kinds" == 3 ]] && awk -v x="$chi2" 'BEGIN {exit !(x < 13.82)}'; then
     pass "300 connections spread over 3 endpoints (chi-square $chi2 < 13.82, p > 0.001)"
 else
-    fail "300 connections spread over 3 endpoints (total $total, endpoints $kinds, chi-square $chi2)" <(echo "$OUT" | sort | uniq -c | head)
+    fail "300 connections spread over 3 endpoints (total $total, endpoints $kinds, chi-square $chi2)" "$(save_out)"
 fi
 
 # ---------------------------------------------------------------- affinity
@@ -297,7 +304,7 @@ tcp_from n1-c 10.96.0.20 80 20
 if [[ "$(served_by | wc -w)" == 1 && "$(grep -c '^n' <<<"$OUT")" == 20 ]]; then
     pass "ClientIP affinity: 20 connections all go to $(served_by)"
 else
-    fail "ClientIP affinity: 20 connections went to: $(served_by)" <(echo "$OUT")
+    fail "ClientIP affinity: 20 connections went to: $(served_by)" "$(save_out)"
 fi
 seen=""
 for _ in 1 2 3 4 5 6 7 8; do
@@ -318,7 +325,7 @@ tcp_from n1-e1 10.96.0.40 80 3
 if [[ "$(grep -c '^n1-e1 10.244.1.1:' <<<"$OUT")" == 3 ]]; then
     pass "hairpin: an endpoint reaching its own Service is answered by itself, masqueraded to the gateway"
 else
-    fail "hairpin" <(echo "$OUT")
+    fail "hairpin" "$(save_out)"
 fi
 
 tcp_from n1-c 10.96.0.30 80 1 3
@@ -341,7 +348,7 @@ else
 fi
 
 tcp_from n2-c 10.96.0.60 80 5
-if [[ "$(grep -c '^n2-e3 ' <<<"$OUT")" == 5 ]]; then pass "internalTrafficPolicy Local: a client on the endpoint's node is served"; else fail "internalTrafficPolicy Local, same node" <(echo "$OUT"); fi
+if [[ "$(grep -c '^n2-e3 ' <<<"$OUT")" == 5 ]]; then pass "internalTrafficPolicy Local: a client on the endpoint's node is served"; else fail "internalTrafficPolicy Local, same node" "$(save_out)"; fi
 tcp_from n1-c 10.96.0.60 80 1 1
 if [[ "$OUT" == ERR* ]]; then pass "internalTrafficPolicy Local: no local endpoint on node-1, connection dropped ($OUT)"; else fail "internalTrafficPolicy Local, other node (got: $OUT)"; fi
 
@@ -394,7 +401,7 @@ sleep 1
 reload="$(vs 1 reload 2>&1 || true)"
 assert_contains "a broken manifest is reported with its file and field" "$reload" "zz-broken.yaml"
 tcp_from n1-c 10.96.0.10 80 5
-if [[ "$(grep -c '^n' <<<"$OUT")" == 5 ]]; then pass "after a broken manifest edit the running Services stay in force"; else fail "Services kept after a broken edit" <(echo "$OUT"); fi
+if [[ "$(grep -c '^n' <<<"$OUT")" == 5 ]]; then pass "after a broken manifest edit the running Services stay in force"; else fail "Services kept after a broken edit" "$(save_out)"; fi
 rm -f "$MANIFESTS/zz-broken.yaml"
 
 # ---------------------------------------------------------------- shutdown

@@ -85,7 +85,7 @@ public sealed class ArpStage : Stage
                 else Counters.Add((int)Counter.NeighborTableFull);
             }
             Code code;
-            if (op == ArpOperation.Request && untagged && spa != tpa && ShouldAnswer(role, tpa, gateway, o))
+            if (op == ArpOperation.Request && untagged && spa != tpa && ShouldAnswer(role, tpa, gateway, o, _router.Nat?.Options.ServiceCidr))
             {
                 // Turn the request into the reply, in place, back out of the port it came in on.
                 arp.Operation = ArpOperation.Reply;
@@ -121,10 +121,11 @@ public sealed class ArpStage : Stage
         }
     }
 
-    private static bool ShouldAnswer(PortRole role, uint tpa, uint gateway, RouterOptions o) => role switch
+    private static bool ShouldAnswer(PortRole role, uint tpa, uint gateway, RouterOptions o, Ipv4Prefix? services) => role switch
     {
         PortRole.Access => tpa == gateway,
-        PortRole.Host => tpa != gateway && o.ClusterCidr.Contains(new Ipv4Address(tpa)),
+        // The node reaches pods and Service addresses through the switch (both are routed to the host interface).
+        PortRole.Host => tpa != gateway && (o.ClusterCidr.Contains(new Ipv4Address(tpa)) || services is { } sc && sc.Contains(new Ipv4Address(tpa))),
         _ => false,
     };
 
