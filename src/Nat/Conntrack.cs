@@ -193,13 +193,24 @@ public sealed class Conntrack
     /// <summary>True when some entry already uses <paramref name="key"/> in either direction.</summary>
     public bool InUse(in FlowKey key) => Lookup(key, Hash(key)) >= 0;
 
-    /// <summary>Creates an entry. Returns its index, or -1 when the table is full or either tuple is already in use
-    /// (the caller counts which).</summary>
-    public int Create(in FlowKey orig, in FlowKey reply, CtState state, long now)
+    /// <summary><see cref="Create(in FlowKey, ulong, in FlowKey, CtState, long)"/> failed: no free entry.</summary>
+    public const int Full = -1;
+    /// <summary>Create failed: the original tuple already belongs to a connection.</summary>
+    public const int OrigInUse = -2;
+    /// <summary>Create failed: the reply tuple already belongs to a connection (the caller may remap a port and retry).</summary>
+    public const int ReplyInUse = -3;
+
+    public int Create(in FlowKey orig, in FlowKey reply, CtState state, long now) => Create(orig, Hash(orig), reply, state, now);
+
+    /// <summary>Creates an entry under both tuples (<paramref name="origHash"/> is <see cref="Hash"/> of the original,
+    /// which the caller has from its lookup). Returns the entry index, or <see cref="Full"/>, <see cref="OrigInUse"/>,
+    /// <see cref="ReplyInUse"/>.</summary>
+    public int Create(in FlowKey orig, ulong origHash, in FlowKey reply, CtState state, long now)
     {
-        if (_freeCount == 0) return -1;
-        ulong ho = Hash(orig), hr = Hash(reply);
-        if (Lookup(orig, ho) >= 0 || Lookup(reply, hr) >= 0) return -1;
+        if (_freeCount == 0) return Full;
+        ulong hr = Hash(reply);
+        if (Lookup(reply, hr) >= 0) return ReplyInUse;
+        if (Lookup(orig, origHash) >= 0) return OrigInUse;
         int e = _free[--_freeCount];
         ref CtEntry x = ref _entries[e];
         x = default;
@@ -209,10 +220,10 @@ public sealed class Conntrack
         x.Created = now;
         x.Live = 1;
         x.Expires = now + TimeoutFor(ref x);
-        if (!Insert(ho, e * 2) || !Insert(hr, e * 2 + 1))
+        if (!Insert(origHash, e * 2) || !Insert(hr, e * 2 + 1))
         {
-            Release(e, ho, hr);
-            return -1;
+            Release(e, origHash, hr);
+            return Full;
         }
         return e;
     }

@@ -233,7 +233,7 @@ public sealed class ConntrackStage : Stage
         if (proto == IpProtocol.Icmp && key.DstPort != IcmpType.EchoRequest) return Drop(ref m, (int)Reason.InvalidEchoReply);
 
         Frontend? fe = proto != IpProtocol.Icmp ? _nat.Services.Lookup(key.Dst, proto, key.DstPort) : null;
-        if (fe is not null) return NewService<T>(ctx, s, ref m, ip, key, fe, syn);
+        if (fe is not null) return NewService<T>(ctx, s, ref m, ip, key, hash, fe, syn);
         if (o.ServiceCidr is { } sc && sc.Contains(new Ipv4Address(key.Dst)))
             return Refuse<T>(ctx, s, ref m, ip, null, Reason.NoService);
 
@@ -262,22 +262,15 @@ public sealed class ConntrackStage : Stage
             rule = CtRule.Masquerade;
             Counters.Add((int)Counter.Masquerade);
         }
-        else if (ct.InUse(reply) && proto != IpProtocol.Icmp && !(tcp && !syn))
-        {
-            // Another connection already owns our reply tuple (e.g. a Service flow SNATed to this port): remap the
-            // source port, as the kernel does for clashing tuples.
-            if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, hash)) return Drop(ref m, (int)Reason.PortsExhausted);
-            status |= CtStatus.SrcNat;
-            Counters.Add((int)Counter.PortRemap);
-        }
-        int e = ct.Create(key, reply, state, now);
-        if (e < 0) return Drop(ref m, ct.Count >= ct.Capacity ? (int)Reason.TableFull : (int)Reason.PortsExhausted);
+        // A clashing reply tuple is remapped unless the source port is already chosen (masquerade) or fixed (mid-stream).
+        bool remappable = !masq && proto != IpProtocol.Icmp && !(tcp && !syn);
+        int e = CreateEntry(key, hash, ref reply, state, ref status, remappable, now, out Reason failure);
+        if (e < 0) return Drop(ref m, (int)failure);
         ref CtEntry x = ref ct[e];
         x.Status |= status;
         x.Rule = rule;
         x.Packets0 = 1;
         x.Bytes0 = ip.Length;
-        x.Expires = now + ct.TimeoutFor(ref x);
         if (x.IsNat) NatRewrite.Apply(ip, reply.Inverse());
         m.CtIndex = e * 2;
         Counters.Add((int)Counter.New);
@@ -288,7 +281,7 @@ public sealed class ConntrackStage : Stage
         return 1;
     }
 
-    private byte NewService<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, FlowKey key, Frontend fe, bool syn)
+    private byte NewService<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, FlowKey key, ulong hash, Frontend fe, bool syn)
         where T : struct, ITraceMode
     {
         Conntrack ct = _nat.Conntrack;
@@ -359,18 +352,13 @@ public sealed class ConntrackStage : Stage
         if (snat)
         {
             reply.Dst = o.Gateway.Value;
-            if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, ct.Hash(key))) return Drop(ref m, (int)Reason.PortsExhausted);
+            if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, hash)) return Drop(ref m, (int)Reason.PortsExhausted);
             status |= CtStatus.SrcNat;
             Counters.Add((int)Counter.GatewaySnat);
         }
-        else if (ct.InUse(reply))
-        {
-            if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, ct.Hash(key))) return Drop(ref m, (int)Reason.PortsExhausted);
-            status |= CtStatus.SrcNat;
-            Counters.Add((int)Counter.PortRemap);
-        }
-        int e = ct.Create(key, reply, key.Proto == IpProtocol.Tcp ? CtState.SynSent : CtState.Unreplied, now);
-        if (e < 0) return Drop(ref m, ct.Count >= ct.Capacity ? (int)Reason.TableFull : (int)Reason.PortsExhausted);
+        int e = CreateEntry(key, hash, ref reply, key.Proto == IpProtocol.Tcp ? CtState.SynSent : CtState.Unreplied, ref status,
+            remappable: !snat, now, out Reason failure);
+        if (e < 0) return Drop(ref m, (int)failure);
         ref CtEntry x = ref ct[e];
         x.Status |= status;
         x.Rule = rule;
@@ -389,6 +377,28 @@ public sealed class ConntrackStage : Stage
             if ((status & CtStatus.SrcNat) != 0) ctx.Trace.Add(m, Index, (int)Code.NewService + 100, fi, 0, reply.Dst, reply.DstPort, now);
         }
         return 1;
+    }
+
+    /// <summary>Creates the entry. When another connection owns the reply tuple (e.g. a Service flow SNATed to this
+    /// address and port) and the source port may move, it is remapped, as the kernel does for clashing tuples.
+    /// Returns the entry, or -1 with the drop reason.</summary>
+    private int CreateEntry(in FlowKey key, ulong hash, ref FlowKey reply, CtState state, ref CtStatus status, bool remappable, long now, out Reason failure)
+    {
+        Conntrack ct = _nat.Conntrack;
+        int e = ct.Create(key, hash, reply, state, now);
+        if (e == Conntrack.ReplyInUse && remappable)
+        {
+            if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, hash))
+            {
+                failure = Reason.PortsExhausted;
+                return -1;
+            }
+            status |= CtStatus.SrcNat;
+            Counters.Add((int)Counter.PortRemap);
+            e = ct.Create(key, hash, reply, state, now);
+        }
+        failure = e == Conntrack.Full ? Reason.TableFull : Reason.PortsExhausted;
+        return e < 0 ? -1 : e;
     }
 
     private int IndexOf(Frontend fe)

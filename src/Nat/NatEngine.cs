@@ -10,14 +10,15 @@ public sealed record NatOptions
     /// <summary>Most connections tracked at once; new ones beyond are refused and counted.</summary>
     public int MaxConnections { get; init; } = 262_144;
     public ConntrackTimeouts Timeouts { get; init; } = new();
-    public required Ipv4Prefix PodCidr { get; init; }
-    public required Ipv4Prefix ClusterCidr { get; init; }
+    // PodCidr, ClusterCidr, Gateway and RouterMac are the router's: a Datapath fills them from its RouterOptions.
+    public Ipv4Prefix PodCidr { get; init; }
+    public Ipv4Prefix ClusterCidr { get; init; }
     /// <summary>Service ClusterIP range; traffic to an address in it that no Service owns is refused.</summary>
     public Ipv4Prefix? ServiceCidr { get; init; }
     /// <summary>Source address for hairpin and external-client SNAT: the node's gateway address on the pod network, which
     /// every node routes back here.</summary>
-    public required Ipv4Address Gateway { get; init; }
-    public required MacAddress RouterMac { get; init; }
+    public Ipv4Address Gateway { get; init; }
+    public MacAddress RouterMac { get; init; }
     /// <summary>The node's address on its external network: node ports answer on it, and egress is masqueraded to it.
     /// Null when the node has no uplink (no node ports, no masquerade).</summary>
     public Ipv4Address? NodeAddress { get; init; }
@@ -41,6 +42,8 @@ public sealed class NatEngine
 
     public NatEngine(NatOptions options, long ticksPerSecond, IcmpRateLimiter icmpBudget)
     {
+        if (options.RouterMac.IsZero || options.Gateway.IsUnspecified)
+            throw new ArgumentException("NAT needs the router's MAC and gateway address", nameof(options));
         Options = options;
         TicksPerSecond = ticksPerSecond;
         IcmpBudget = icmpBudget;
@@ -64,16 +67,16 @@ public sealed class NatEngine
     /// <summary>Connections evicted because their endpoint left the Service.</summary>
     public long Evicted { get; private set; }
     public long Expired { get; private set; }
-    /// <summary>Timestamp of the last table swap and how long compile + swap + eviction took.</summary>
-    public TimeSpan LastApplyDuration { get; private set; }
 
     /// <summary>Compiles <paramref name="objects"/> for this node (any thread).</summary>
     public ServiceTable Compile(ClusterObjects objects) => ServiceTable.Compile(objects, Node, _services.Version + 1);
 
     /// <summary>
-    /// Installs a new Service table (on the worker, between batches) and evicts connections whose endpoint is no longer
-    /// an endpoint of the frontend they were made for (TCP and UDP alike: no stale entries keep sending to a pod that is
-    /// gone). Connections to endpoints that remain are untouched. Returns the number evicted.
+    /// Installs a new Service table (on the worker, between batches) and evicts the connections whose endpoint left the
+    /// frontend they were made for — TCP and UDP alike, so nothing keeps sending to a pod that is gone. A UDP flow is
+    /// also moved off an endpoint that is still listed but no longer usable (not ready); TCP connections to a
+    /// terminating endpoint are left to finish (graceful termination). Connections to remaining endpoints are untouched.
+    /// Returns the number evicted.
     /// </summary>
     public int Apply(ServiceTable table)
     {
@@ -82,8 +85,8 @@ public sealed class NatEngine
         {
             if ((e.Status & CtStatus.DstNat) == 0) return false;
             Frontend? f = table.Lookup(e.Orig.Dst, e.Orig.Proto, e.Orig.DstPort);
-            return f is null || !f.Known.Contains(ServiceTable.EndpointKey(e.Reply.Src, e.Reply.SrcPort))
-                   || !IsUsable(f, e.Reply.Src, e.Reply.SrcPort);
+            if (f is null || !f.Known.Contains(ServiceTable.EndpointKey(e.Reply.Src, e.Reply.SrcPort))) return true;
+            return e.Orig.Proto != IpProtocol.Tcp && !IsUsable(f, e.Reply.Src, e.Reply.SrcPort);
         });
         Evicted += n;
         return n;
@@ -97,8 +100,6 @@ public sealed class NatEngine
             if (e.Address == addr && e.Port == port) return true;
         return false;
     }
-
-    internal void RecordApplyDuration(TimeSpan t) => LastApplyDuration = t;
 
     /// <summary>Expiry sweep (between batches).</summary>
     public int Sweep(long now)

@@ -23,18 +23,19 @@ public static class NatRewrite
 
     /// <summary>
     /// Rewrites the packet so it carries <paramref name="to"/>'s addresses and ports. <paramref name="ip"/> spans the
-    /// whole IPv4 packet; <paramref name="l4Available"/> is how many transport bytes are present (less than the
-    /// datagram inside an ICMP quote). Non-first fragments get their addresses only.
+    /// whole IPv4 packet. Non-first fragments get their addresses only.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Apply(Span<byte> ip, in FlowKey to)
     {
         int ihl = (ip[0] & 0x0F) * 4;
         bool first = (BinaryPrimitives.ReadUInt16BigEndian(ip[6..]) & 0x1FFF) == 0;
-        Apply(ip, ihl, first ? ip.Length - ihl : 0, to, pseudoHeader: true);
+        Apply(ip, ihl, first ? ip.Length - ihl : 0, to);
     }
 
-    internal static void Apply(Span<byte> ip, int ihl, int l4Available, in FlowKey to, bool pseudoHeader)
+    /// <summary>The rewrite with the transport header found by the caller: <paramref name="l4Available"/> is how many
+    /// transport bytes are present (fewer than the datagram inside an ICMP quote; 0 for a non-first fragment).</summary>
+    internal static void Apply(Span<byte> ip, int ihl, int l4Available, in FlowKey to)
     {
         uint oldSrc = BinaryPrimitives.ReadUInt32BigEndian(ip[12..]);
         uint oldDst = BinaryPrimitives.ReadUInt32BigEndian(ip[16..]);
@@ -46,7 +47,8 @@ public static class NatRewrite
         ushort lc = hasL4 ? BinaryPrimitives.ReadUInt16BigEndian(l4[co..]) : (ushort)0;
         // A UDP checksum of 0 means "none": it stays 0.
         bool updateL4 = hasL4 && !(proto == IpProtocol.Udp && lc == 0);
-        bool addrInL4 = proto != IpProtocol.Icmp && pseudoHeader;
+        // TCP and UDP checksums cover the addresses (pseudo-header); ICMP's does not.
+        bool addrInL4 = proto != IpProtocol.Icmp;
         if (oldSrc != to.Src)
         {
             hc = Checksum.Update(hc, oldSrc, to.Src);
@@ -137,15 +139,15 @@ public static class NatRewrite
         int innerIhl = (inner[0] & 0x0F) * 4;
         // The quoted datagram: back to the tuple its sender used. Its transport checksum is updated when quoted whole
         // enough; its pseudo-header counts the addresses.
-        Apply(inner, innerIhl, inner.Length - innerIhl, other, pseudoHeader: true);
+        Apply(inner, innerIhl, inner.Length - innerIhl, other);
         uint outerSrc = BinaryPrimitives.ReadUInt32BigEndian(ip[12..]);
-        var outer = new FlowKey(outerSrc == arrived.Src ? other.Dst : outerSrc, other.Src, 0, 0, IpProtocol.Icmp);
-        uint oldSrc = outerSrc, oldDst = BinaryPrimitives.ReadUInt32BigEndian(ip[16..]);
+        uint newSrc = outerSrc == arrived.Src ? other.Dst : outerSrc, newDst = other.Src;
+        uint oldDst = BinaryPrimitives.ReadUInt32BigEndian(ip[16..]);
         ushort hc = BinaryPrimitives.ReadUInt16BigEndian(ip[10..]);
-        hc = Checksum.Update(hc, oldSrc, outer.Src);
-        hc = Checksum.Update(hc, oldDst, outer.Dst);
-        BinaryPrimitives.WriteUInt32BigEndian(ip[12..], outer.Src);
-        BinaryPrimitives.WriteUInt32BigEndian(ip[16..], outer.Dst);
+        hc = Checksum.Update(hc, outerSrc, newSrc);
+        hc = Checksum.Update(hc, oldDst, newDst);
+        BinaryPrimitives.WriteUInt32BigEndian(ip[12..], newSrc);
+        BinaryPrimitives.WriteUInt32BigEndian(ip[16..], newDst);
         BinaryPrimitives.WriteUInt16BigEndian(ip[10..], hc);
         icmp[2] = icmp[3] = 0;
         BinaryPrimitives.WriteUInt16BigEndian(icmp[2..], Checksum.Compute(icmp));

@@ -58,7 +58,9 @@ public sealed class Datapath : IDisposable
         if (options.Nat is { } no)
         {
             if (Router is null) throw new InvalidOperationException("Service NAT needs routing (a pod CIDR)");
-            Nat = new NatEngine(no, Time.TimestampFrequency, Router.IcmpBudget);
+            RouterOptions r = Router.Options;
+            Nat = new NatEngine(no with { PodCidr = r.PodCidr, ClusterCidr = r.ClusterCidr, Gateway = r.Gateway, RouterMac = r.RouterMac },
+                Time.TimestampFrequency, Router.IcmpBudget);
             Router.Nat = Nat;
         }
         string output = Overlay is null ? "port-tx" : "vxlan-encap";

@@ -57,13 +57,12 @@ public sealed partial class SwitchHost : IDisposable
     private static NatOptions? BuildNatOptions(SwitchConfig c)
     {
         if (c.Services is not { } s || c.Node.PodCidr is null) return null;
-        _ = ConfigLoader.TryParseNetwork(c.Node.PodCidr, out Ipv4Prefix pod);
-        _ = ConfigLoader.TryParseNetwork(c.Node.ClusterCidr, out Ipv4Prefix cluster);
         _ = ConfigLoader.TryParseNetwork(s.ServiceCidr, out Ipv4Prefix services);
         string? nodeAddress = s.NodeAddress ?? c.Overlay?.LocalAddress;
         ConntrackTimeoutsConfig t = c.Conntrack.Timeouts;
         var d = new ConntrackTimeouts();
         static TimeSpan Or(int? seconds, TimeSpan dflt) => seconds is { } v ? TimeSpan.FromSeconds(v) : dflt;
+        // The pod and cluster CIDRs, gateway and router MAC come from the router (the Datapath fills them in).
         return new NatOptions
         {
             MaxConnections = c.Conntrack.MaxEntries,
@@ -81,11 +80,7 @@ public sealed partial class SwitchHost : IDisposable
                 UdpAssured = Or(t.UdpAssured, d.UdpAssured),
                 Icmp = Or(t.Icmp, d.Icmp),
             },
-            PodCidr = pod,
-            ClusterCidr = cluster,
             ServiceCidr = services,
-            Gateway = new Ipv4Address(pod.Address.Value + 1),
-            RouterMac = c.Node.RouterMac is { } m ? MacAddress.Parse(m) : RouterOptions.DefaultRouterMac(pod),
             NodeAddress = nodeAddress is null ? null : Ipv4Address.Parse(nodeAddress),
             NodeName = c.Node.Name,
             // Masquerade needs an uplink to send from the node address; without one, egress goes to the host untranslated.

@@ -35,8 +35,8 @@ public sealed class ConntrackTests
         Assert.Equal(e * 2, ct.Lookup(orig, ct.Hash(orig)));
         Assert.Equal(e * 2 + 1, ct.Lookup(reply, ct.Hash(reply)));
         Assert.Equal(-1, ct.Lookup(orig.Inverse(), ct.Hash(orig.Inverse())));
-        Assert.Equal(-1, ct.Create(orig, K(9, 9, 9, 9), CtState.SynSent, 0));
-        Assert.Equal(-1, ct.Create(K(7, 7, 7, 7), reply, CtState.SynSent, 0));
+        Assert.Equal(Conntrack.OrigInUse, ct.Create(orig, K(9, 9, 9, 9), CtState.SynSent, 0));
+        Assert.Equal(Conntrack.ReplyInUse, ct.Create(K(7, 7, 7, 7), reply, CtState.SynSent, 0));
         ct.Delete(e);
         Assert.Equal(-1, ct.Lookup(orig, ct.Hash(orig)));
         Assert.Equal(0, ct.Count);
@@ -95,7 +95,7 @@ public sealed class ConntrackTests
         var t = new ConntrackTimeouts { UdpUnreplied = TimeSpan.FromSeconds(30), UdpAssured = TimeSpan.FromSeconds(120) };
         var ct = new Conntrack(16, t, Tps);
         for (int i = 0; i < 16; i++) Assert.True(ct.Create(K(1, 2, (ushort)i, 53, IpProtocol.Udp), K(2, 1, 53, (ushort)i, IpProtocol.Udp), CtState.Unreplied, 0) >= 0);
-        Assert.Equal(-1, ct.Create(K(1, 2, 100, 53, IpProtocol.Udp), K(2, 1, 53, 100, IpProtocol.Udp), CtState.Unreplied, 0));
+        Assert.Equal(Conntrack.Full, ct.Create(K(1, 2, 100, 53, IpProtocol.Udp), K(2, 1, 53, 100, IpProtocol.Udp), CtState.Unreplied, 0));
         ct[0].Status |= CtStatus.Assured;
         ct[0].Expires = ct.TimeoutFor(ref ct[0]);
         Assert.Equal(0, ct.Sweep(29 * Tps));

@@ -42,13 +42,10 @@ public sealed class ServiceNatTests
 
     private Node Build(Func<NatOptions, NatOptions>? tweak = null)
     {
+        // Pod and cluster CIDRs, gateway and router MAC come from the router's options.
         var nat = new NatOptions
         {
-            PodCidr = new Ipv4Prefix(Ip("10.244.1.0"), 24),
-            ClusterCidr = new Ipv4Prefix(Ip("10.244.0.0"), 16),
             ServiceCidr = new Ipv4Prefix(Ip("10.96.0.0"), 12),
-            Gateway = Ip("10.244.1.1"),
-            RouterMac = RouterMac,
             NodeAddress = Ip("198.18.0.1"),
             NodeName = "node-1",
             MaxConnections = 4096,
@@ -296,6 +293,47 @@ public sealed class ServiceNatTests
         Assert.Equal(6, n.B.Transmitted.Count);
         Assert.Equal(5, n.C.Transmitted.Count);
         Assert.Equal("10.244.1.4", Checked(n.C.Transmitted[4]).Destination.ToString());
+    }
+
+    [Theory]
+    [InlineData(IpProtocol.Tcp)]
+    [InlineData(IpProtocol.Udp)]
+    public void A_terminating_endpoint_keeps_its_tcp_connections_and_loses_its_udp_flows(byte proto)
+    {
+        Node n = Build();
+        n.Apply(Svc("web", Vip, 80, 8080, proto), Slice("web", 8080, proto, ("10.244.1.3", "node-1", true)));
+        byte[] Packet(ushort port) => proto == IpProtocol.Tcp
+            ? Tcp(RouterMac, PodA, "10.244.1.2", Vip, port, 80, TcpFlags.Syn)
+            : Udp(RouterMac, PodA, "10.244.1.2", Vip, port, 80);
+        n.A.Inject(Packet(40000));
+        n.Dp.RunOnce();
+        Assert.Single(n.B.Transmitted);
+        // The pod is shutting down: still listed, not ready, serving, terminating; a new ready endpoint appears.
+        EndpointSliceObject slice = Slice("web", 8080, proto, ("10.244.1.4", "node-1", true));
+        slice = slice with
+        {
+            Endpoints = [.. slice.Endpoints, new EndpointSpec { Addresses = [Ip("10.244.1.3")], Ready = false, Serving = true, Terminating = true, NodeName = "node-1" }],
+        };
+        n.Apply(Svc("web", Vip, 80, 8080, proto), slice);
+        if (proto == IpProtocol.Tcp)
+        {
+            Assert.Equal(0, n.Nat.Evicted);
+            n.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", Vip, 40000, 80, TcpFlags.Ack, payload: 10));
+            n.Dp.RunOnce();
+            Assert.Equal(2, n.B.Transmitted.Count);
+        }
+        else
+        {
+            Assert.Equal(1, n.Nat.Evicted);
+            n.A.Inject(Packet(40000));
+            n.Dp.RunOnce();
+            Assert.Single(n.B.Transmitted);
+            Assert.Single(n.C.Transmitted);
+        }
+        // New connections go to the ready endpoint only.
+        n.A.Inject(Packet(40001));
+        n.Dp.RunOnce();
+        Assert.Equal("10.244.1.4", Checked(n.C.Transmitted[^1]).Destination.ToString());
     }
 
     [Fact]
