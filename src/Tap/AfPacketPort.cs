@@ -13,14 +13,10 @@ public sealed unsafe class AfPacketPort : IPacketPort
 {
     private const int MaxBatch = 256;
     private const int ControlSize = 64;
+    private readonly MmsgReceiver _rx = new(sizeof(Native.SockAddrLl), ControlSize);
     private const int VlanRoom = 4;
 
     private readonly FdHandle _fd;
-    private readonly Native.MMsgHdr* _rxMsgs;
-    private readonly Native.IoVec* _rxIov;
-    private readonly Native.SockAddrLl* _rxAddr;
-    private readonly byte* _rxControl;
-    private readonly int[] _rxSlots = new int[MaxBatch];
     private readonly Native.MMsgHdr* _txMsgs;
     private readonly Native.IoVec* _txIov;
     private bool _disposed;
@@ -31,10 +27,6 @@ public sealed unsafe class AfPacketPort : IPacketPort
         InterfaceName = ifName;
         IfIndex = ifIndex;
         _fd = fd;
-        _rxMsgs = (Native.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.MMsgHdr)));
-        _rxIov = (Native.IoVec*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.IoVec)));
-        _rxAddr = (Native.SockAddrLl*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.SockAddrLl)));
-        _rxControl = (byte*)NativeMemory.AllocZeroed((nuint)(MaxBatch * ControlSize));
         _txMsgs = (Native.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.MMsgHdr)));
         _txIov = (Native.IoVec*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.IoVec)));
         for (int i = 0; i < MaxBatch; i++)
@@ -94,47 +86,19 @@ public sealed unsafe class AfPacketPort : IPacketPort
 
     public int Receive(PacketSlab slab, PacketBatch batch, int max)
     {
-        max = Math.Min(max, MaxBatch);
-        int n = 0;
-        int room = slab.SlotSize - slab.Headroom - VlanRoom;
-        for (; n < max; n++)
-        {
-            if (!slab.TryAlloc(out int slot)) break;
-            _rxSlots[n] = slot;
-            _rxIov[n].Base = slab.SlotPointer(slot) + slab.Headroom + VlanRoom;
-            _rxIov[n].Length = (nuint)room;
-            ref Native.MsgHdr h = ref _rxMsgs[n].Hdr;
-            h.Name = &_rxAddr[n];
-            h.NameLength = (uint)sizeof(Native.SockAddrLl);
-            h.Iov = &_rxIov[n];
-            h.IovLength = 1;
-            h.Control = _rxControl + n * ControlSize;
-            h.ControlLength = ControlSize;
-            h.Flags = 0;
-        }
-        if (n == 0)
-        {
-            Counters.Add((int)PortCounter.RxDropped);
-            return 0;
-        }
-        int got = Native.RecvMmsg(_fd.Fd, _rxMsgs, (uint)n, Native.MSG_DONTWAIT, null);
-        if (got < 0)
-        {
-            int e = Marshal.GetLastPInvokeError();
-            if (e is not (Native.EAGAIN or Native.EINTR)) Counters.Add((int)PortCounter.RxErrors);
-            got = 0;
-        }
+        int got = _rx.Receive(_fd.Fd, slab, max, slab.Headroom + VlanRoom, Counters);
         int accepted = 0;
         long bytes = 0;
         PacketMeta[] meta = slab.Meta;
         for (int i = 0; i < got; i++)
         {
-            int slot = _rxSlots[i];
-            ref Native.MsgHdr h = ref _rxMsgs[i].Hdr;
-            uint len = _rxMsgs[i].Length;
-            if ((h.Flags & Native.MSG_TRUNC) != 0 || _rxAddr[i].PktType == Native.PACKET_OUTGOING || len < 14)
+            int slot = _rx.Slot(i);
+            ref Native.MsgHdr h = ref _rx.Header(i);
+            uint len = _rx.Length(i);
+            byte pktType = _rx.Address<Native.SockAddrLl>(i).PktType;
+            if ((h.Flags & Native.MSG_TRUNC) != 0 || pktType == Native.PACKET_OUTGOING || len < 14)
             {
-                if (_rxAddr[i].PktType != Native.PACKET_OUTGOING) Counters.Add((int)PortCounter.RxDropped);
+                if (pktType != Native.PACKET_OUTGOING) Counters.Add((int)PortCounter.RxDropped);
                 slab.Free(slot);
                 continue;
             }
@@ -147,7 +111,6 @@ public sealed unsafe class AfPacketPort : IPacketPort
             accepted++;
             bytes += m.Length;
         }
-        for (int i = got; i < n; i++) slab.Free(_rxSlots[i]);
         Counters.Add((int)PortCounter.RxPackets, accepted);
         Counters.Add((int)PortCounter.RxBytes, bytes);
         return accepted;
@@ -211,10 +174,7 @@ public sealed unsafe class AfPacketPort : IPacketPort
         if (_disposed) return;
         _disposed = true;
         _fd.Dispose();
-        NativeMemory.Free(_rxMsgs);
-        NativeMemory.Free(_rxIov);
-        NativeMemory.Free(_rxAddr);
-        NativeMemory.Free(_rxControl);
+        _rx.Dispose();
         NativeMemory.Free(_txMsgs);
         NativeMemory.Free(_txIov);
     }

@@ -21,11 +21,8 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
     private const int MaxBatch = 256;
 
     private readonly FdHandle _rxFd;
+    private readonly MmsgReceiver _rx = new(sizeof(Native.SockAddrIn), 0);
     private readonly FdHandle _txFd;
-    private readonly Native.MMsgHdr* _rxMsgs;
-    private readonly Native.IoVec* _rxIov;
-    private readonly Native.SockAddrIn* _rxAddr;
-    private readonly int[] _rxSlots = new int[MaxBatch];
     private readonly Native.MMsgHdr* _txMsgs;
     private readonly Native.IoVec* _txIov;
     private readonly Native.SockAddrIn* _txAddr;
@@ -38,9 +35,6 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
         UdpPort = port;
         _rxFd = rx;
         _txFd = tx;
-        _rxMsgs = (Native.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.MMsgHdr)));
-        _rxIov = (Native.IoVec*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.IoVec)));
-        _rxAddr = (Native.SockAddrIn*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.SockAddrIn)));
         _txMsgs = (Native.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.MMsgHdr)));
         _txIov = (Native.IoVec*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.IoVec)));
         _txAddr = (Native.SockAddrIn*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.SockAddrIn)));
@@ -111,43 +105,14 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
 
     public int Receive(PacketSlab slab, PacketBatch batch, int max)
     {
-        max = Math.Min(max, MaxBatch);
-        int n = 0;
-        int room = slab.SlotSize - slab.Headroom;
-        for (; n < max; n++)
-        {
-            if (!slab.TryAlloc(out int slot)) break;
-            _rxSlots[n] = slot;
-            _rxIov[n].Base = slab.SlotPointer(slot) + slab.Headroom;
-            _rxIov[n].Length = (nuint)room;
-            ref Native.MsgHdr h = ref _rxMsgs[n].Hdr;
-            h.Name = &_rxAddr[n];
-            h.NameLength = (uint)sizeof(Native.SockAddrIn);
-            h.Iov = &_rxIov[n];
-            h.IovLength = 1;
-            h.Control = null;
-            h.ControlLength = 0;
-            h.Flags = 0;
-        }
-        if (n == 0)
-        {
-            Counters.Add((int)PortCounter.RxDropped);
-            return 0;
-        }
-        int got = Native.RecvMmsg(_rxFd.Fd, _rxMsgs, (uint)n, Native.MSG_DONTWAIT, null);
-        if (got < 0)
-        {
-            int e = Marshal.GetLastPInvokeError();
-            if (e is not (Native.EAGAIN or Native.EINTR)) Counters.Add((int)PortCounter.RxErrors);
-            got = 0;
-        }
+        int got = _rx.Receive(_rxFd.Fd, slab, max, slab.Headroom, Counters);
         int accepted = 0;
         long bytes = 0;
         PacketMeta[] meta = slab.Meta;
         for (int i = 0; i < got; i++)
         {
-            int slot = _rxSlots[i];
-            if ((_rxMsgs[i].Hdr.Flags & Native.MSG_TRUNC) != 0)
+            int slot = _rx.Slot(i);
+            if ((_rx.Header(i).Flags & Native.MSG_TRUNC) != 0)
             {
                 Counters.Add((int)PortCounter.RxDropped);
                 slab.Free(slot);
@@ -155,14 +120,13 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
             }
             ref PacketMeta m = ref meta[slot];
             m.Offset = slab.Headroom;
-            m.Length = (int)_rxMsgs[i].Length;
+            m.Length = (int)_rx.Length(i);
             m.InPort = Id;
-            m.PeerAddr = BinaryPrimitives.ReverseEndianness(_rxAddr[i].Address);
+            m.PeerAddr = BinaryPrimitives.ReverseEndianness(_rx.Address<Native.SockAddrIn>(i).Address);
             batch.Add(slot);
             accepted++;
             bytes += m.Length;
         }
-        for (int i = got; i < n; i++) slab.Free(_rxSlots[i]);
         Counters.Add((int)PortCounter.RxPackets, accepted);
         Counters.Add((int)PortCounter.RxBytes, bytes);
         return accepted;
@@ -197,10 +161,8 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
         if (_disposed) return;
         _disposed = true;
         _rxFd.Dispose();
+        _rx.Dispose();
         _txFd.Dispose();
-        NativeMemory.Free(_rxMsgs);
-        NativeMemory.Free(_rxIov);
-        NativeMemory.Free(_rxAddr);
         NativeMemory.Free(_txMsgs);
         NativeMemory.Free(_txIov);
         NativeMemory.Free(_txAddr);
