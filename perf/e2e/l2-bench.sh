@@ -161,15 +161,7 @@ while (($# > 0)); do
             ;;
     esac
 done
-((RUNS <= 9)) || die "--runs is capped at 9 to keep the benchmark bounded"
-
-IFS=',' read -r -a SELECTED <<<"$ONLY"
-for dp in "${SELECTED[@]}"; do
-    case ",$ALL_DATAPATHS," in
-        *",$dp,"*) ;;
-        *) die "unknown datapath '$dp' (choose from $ALL_DATAPATHS)" ;;
-    esac
-done
+bench_check_selection
 
 require_root
 require_cmd ip iperf3 ping ethtool taskset timeout ss flock "$PY"

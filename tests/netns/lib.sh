@@ -440,6 +440,22 @@ tcp_listening() {
     in_ns "$1" ss -Hltn "sport = :$2" | grep -q .
 }
 
+# ---------------------------------------------------------------- end-to-end benchmarks
+
+# bench_check_selection: check the common benchmark options the caller parsed ($RUNS at most 9; $ONLY a comma list
+# of names from $ALL_DATAPATHS) and set SELECTED to that list.
+bench_check_selection() {
+    local dp
+    ((RUNS <= 9)) || die "--runs is capped at 9 to keep the benchmark bounded"
+    IFS=',' read -r -a SELECTED <<<"$ONLY"
+    for dp in "${SELECTED[@]}"; do
+        case ",$ALL_DATAPATHS," in
+            *",$dp,"*) ;;
+            *) die "unknown datapath '$dp' (choose from $ALL_DATAPATHS)" ;;
+        esac
+    done
+}
+
 # --- the kernel's own overlay, as flannel's vxlan backend + the bridge CNI plugin build it
 # (shared by tests/netns/overlay-system.sh and perf/e2e/overlay-bench.sh: one definition of the reference).
 
