@@ -75,7 +75,6 @@ HOST_B=vb-pb-h
 PEER_A=vb-pa-p
 PEER_B=vb-pb-p
 IPERF_PORT=5201
-LOCK_FILE=/tmp/vswitch-bench.lock   # shared by every benchmark script: one at a time on this machine
 
 usage() {
     cat <<EOF
@@ -172,11 +171,7 @@ for dp in "${SELECTED[@]}"; do
 done
 
 # Only one benchmark at a time on this machine.
-exec 9>>"$LOCK_FILE"
-if ! flock -n 9; then
-    log "another benchmark holds $LOCK_FILE; waiting up to 900 s"
-    flock -w 900 9 || die "another benchmark still holds $LOCK_FILE after 900 s"
-fi
+bench_lock
 
 make_workdir vb-bench
 WORK="$NETNS_WORKDIR"

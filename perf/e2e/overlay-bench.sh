@@ -47,8 +47,6 @@ OUT="$REPO/out/bench-overlay.md"
 CHECK_ONLY=0
 DURATION=5
 PING_COUNT=50
-LOCK_FILE=/tmp/vswitch-bench.lock
-LOCK_WAIT=900
 
 UL_NS=vv-ul
 UL_BR=vv-br
@@ -131,33 +129,7 @@ require_cmd ip bridge iperf3 ping ethtool taskset timeout ss flock "$PY"
 
 # ---------------------------------------------------------------- one benchmark at a time
 
-# lock_held_by_ancestor: true when a parent process (e.g. `flock FILE cmd`)
-# already holds the lock, so wrapping this script in flock does not deadlock.
-lock_held_by_ancestor() {
-    local ino pid holders p
-    ino="$(stat -c '%i' "$LOCK_FILE" 2>/dev/null)" || return 1
-    holders="$(awk -v ino="$ino" '$2 == "FLOCK" { split($6, a, ":"); if (a[3] == ino) print $5 }' /proc/locks 2>/dev/null)"
-    [[ -n "$holders" ]] || return 1
-    p=$PPID
-    while [[ -n "$p" && "$p" != 0 && "$p" != 1 ]]; do
-        for pid in $holders; do
-            [[ "$pid" != "$p" ]] || return 0
-        done
-        p="$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null)" || return 1
-    done
-    return 1
-}
-
-touch "$LOCK_FILE"
-if lock_held_by_ancestor; then
-    log "$LOCK_FILE is held by a parent process: running under it"
-else
-    exec 9>>"$LOCK_FILE"
-    if ! flock -n 9; then
-        log "waiting up to ${LOCK_WAIT}s for $LOCK_FILE (another benchmark is running)"
-        flock -w "$LOCK_WAIT" 9 || die "could not get $LOCK_FILE within ${LOCK_WAIT}s"
-    fi
-fi
+bench_lock
 
 make_workdir vv-bench
 WORK="$NETNS_WORKDIR"

@@ -442,6 +442,41 @@ tcp_listening() {
 
 # ---------------------------------------------------------------- end-to-end benchmarks
 
+# Every benchmark script holds this lock for its whole run: one benchmark at a time on this machine.
+LOCK_FILE=/tmp/vswitch-bench.lock
+LOCK_WAIT=900
+
+# lock_held_by_ancestor: true when a parent process (e.g. `flock FILE cmd`)
+# already holds the lock, so wrapping this script in flock does not deadlock.
+lock_held_by_ancestor() {
+    local ino pid holders p
+    ino="$(stat -c '%i' "$LOCK_FILE" 2>/dev/null)" || return 1
+    holders="$(awk -v ino="$ino" '$2 == "FLOCK" { split($6, a, ":"); if (a[3] == ino) print $5 }' /proc/locks 2>/dev/null)"
+    [[ -n "$holders" ]] || return 1
+    p=$PPID
+    while [[ -n "$p" && "$p" != 0 && "$p" != 1 ]]; do
+        for pid in $holders; do
+            [[ "$pid" != "$p" ]] || return 0
+        done
+        p="$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null)" || return 1
+    done
+    return 1
+}
+
+# bench_lock: take $LOCK_FILE for the rest of the script (waiting up to $LOCK_WAIT s), unless a parent already holds it.
+bench_lock() {
+    touch "$LOCK_FILE"
+    if lock_held_by_ancestor; then
+        log "$LOCK_FILE is held by a parent process: running under it"
+    else
+        exec 9>>"$LOCK_FILE"
+        if ! flock -n 9; then
+            log "waiting up to ${LOCK_WAIT}s for $LOCK_FILE (another benchmark is running)"
+            flock -w "$LOCK_WAIT" 9 || die "could not get $LOCK_FILE within ${LOCK_WAIT}s"
+        fi
+    fi
+}
+
 # bench_check_selection: check the common benchmark options the caller parsed ($RUNS at most 9; $ONLY a comma list
 # of names from $ALL_DATAPATHS) and set SELECTED to that list.
 bench_check_selection() {
