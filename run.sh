@@ -33,6 +33,7 @@ deps() {
     /usr/bin/python3 -c 'import scapy' 2>/dev/null || missing+=(python3-scapy)
     if [ "${1:-}" = bench ]; then
         command -v ovs-vswitchd >/dev/null || missing+=(openvswitch-switch)
+        command -v iptables >/dev/null || missing+=(iptables)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]}"
@@ -140,6 +141,8 @@ bench() {
     VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --out out/bench-l2.md
     say "end-to-end, across nodes over VXLAN: kernel flannel-style vs VSwitch"
     VSWITCH="$BIN" bash perf/e2e/overlay-bench.sh --runs 3 --out out/bench-overlay.md
+    say "end-to-end, Services: new TCP connections/s through a ClusterIP, kernel iptables DNAT vs VSwitch"
+    VSWITCH="$BIN" bash perf/e2e/services-bench.sh --runs 3 --out out/bench-services.md
 }
 
 case "${1:-demo}" in

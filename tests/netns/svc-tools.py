@@ -9,6 +9,10 @@
       COUNT connections one after another; one line per connection: the server's answer, or
       "ERR <exception name> <seconds>" (e.g. ERR ConnectionRefusedError 0.001).
 
+  svc-tools.py connrate HOST PORT SECONDS
+      New TCP connections one after another for SECONDS (connect, read the answer, close); prints
+      "<connections completed> <errors> <seconds>".
+
   svc-tools.py udp HOST PORT COUNT INTERVAL [SPORT] [TIMEOUT]
       COUNT datagrams from one socket (bound to SPORT when given), INTERVAL seconds apart; one line per
       datagram: "<monotonic time> <answer>" or "<time> ERR <name>".
@@ -76,6 +80,23 @@ def tcp_client(host, port, count, timeout):
             print(f"ERR {type(e).__name__} {time.monotonic() - t0:.3f}", flush=True)
 
 
+def conn_rate(host, port, seconds):
+    done = errors = 0
+    start = time.monotonic()
+    stop = start + seconds
+    while time.monotonic() < stop:
+        try:
+            with socket.create_connection((host, port), timeout=2) as s:
+                s.settimeout(2)
+                if s.recv(256):
+                    done += 1
+                else:
+                    errors += 1
+        except OSError:
+            errors += 1
+    print(f"{done} {errors} {time.monotonic() - start:.3f}", flush=True)
+
+
 def udp_client(host, port, count, interval, sport, timeout):
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     if sport:
@@ -104,6 +125,8 @@ def main(argv):
         serve(argv[2], int(argv[3]), int(argv[4]), float(argv[5]))
     elif mode == "tcp":
         tcp_client(argv[2], int(argv[3]), int(argv[4]), float(argv[5]) if len(argv) > 5 else 2.0)
+    elif mode == "connrate":
+        conn_rate(argv[2], int(argv[3]), float(argv[4]))
     elif mode == "udp":
         udp_client(argv[2], int(argv[3]), int(argv[4]), float(argv[5]),
                    int(argv[6]) if len(argv) > 6 else 0, float(argv[7]) if len(argv) > 7 else 1.0)

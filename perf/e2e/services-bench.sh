@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+#
+# End-to-end Service benchmark: new TCP connections per second from a client
+# pod to a ClusterIP whose endpoint is a pod on the same node, on each datapath:
+#
+#   kernel    kube-proxy's iptables mode on a flannel-style node: bridge cni0
+#             (gateway 10.244.1.1), veth pods, br_netfilter on, and the nat
+#             chains kube-proxy writes (PREROUTING/OUTPUT -> KUBE-SERVICES ->
+#             KUBE-SVC-… -> KUBE-SEP-… DNAT 10.244.1.3:8080)
+#   vswitch   VSwitch with the same Service from a manifest; pods on TAPs
+#
+# Topology (names vk-): node namespace vk-node; pods vk-c 10.244.1.2 (client)
+# and vk-s 10.244.1.3 (server); Service 10.96.0.10:80 -> 10.244.1.3:8080.
+#
+# Load: tests/netns/svc-tools.py connrate — connect, read the server's one-line
+# answer, close, again, for DURATION seconds; the server (svc-tools.py serve)
+# answers and closes.  Client and server are pinned to CPU 1; the switch to
+# CPU 0 (the kernel datapath runs in softirq on the client/server CPU).  Each
+# datapath gets fresh namespaces.  Median of RUNS runs; every run also counts
+# failed connections.  Holds /tmp/vswitch-bench.lock for the whole run.
+#
+# Usage: perf/e2e/services-bench.sh [--runs N] [--only kernel,vswitch] [--duration S]
+#                                   [--busy-poll-us N] [--out FILE]
+#   --busy-poll-us N   the switch keeps polling N µs after traffic before sleeping
+#                      (datapath.busyPollMicros; default 0)
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../../tests/netns/lib.sh
+. "$SCRIPT_DIR/../../tests/netns/lib.sh"
+
+ALL_DATAPATHS="kernel,vswitch"
+RUNS=3
+ONLY="$ALL_DATAPATHS"
+DURATION=5
+BUSY_POLL_US=0
+OUT="$REPO/out/bench-services.md"
+TOOLS="$REPO/tests/netns/svc-tools.py"
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+while (($# > 0)); do
+    case "$1" in
+        --runs)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--runs needs a positive integer"
+            RUNS="$2"
+            shift 2
+            ;;
+        --only)
+            [[ $# -ge 2 ]] || die "--only needs a list"
+            ONLY="$2"
+            shift 2
+            ;;
+        --duration)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]?$ ]] || die "--duration needs 1..99 seconds"
+            DURATION="$2"
+            shift 2
+            ;;
+        --busy-poll-us)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]{1,6}$ ]] || die "--busy-poll-us needs 0..999999"
+            BUSY_POLL_US="$2"
+            shift 2
+            ;;
+        --out)
+            [[ $# -ge 2 ]] || die "--out needs a file name"
+            OUT="$2"
+            shift 2
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            usage >&2
+            die "unknown argument: $1"
+            ;;
+    esac
+done
+bench_check_selection
+require_root
+require_cmd ip iptables taskset timeout flock ethtool "$PY"
+bench_lock
+
+make_workdir vk-bench
+WORK="$NETNS_WORKDIR"
+BIN="$(vswitch_bin)"
+LOAD_CPU=1
+SWITCH_CPU=0
+if (($(nproc) < 2)); then LOAD_CPU=0; fi
+
+quiet_ns() {
+    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
+    in_ns "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
+}
+
+namespaces() {
+    local ns
+    for ns in vk-node vk-c vk-s; do
+        ns_add "$ns"
+        quiet_ns "$ns"
+    done
+}
+
+setup_kernel() {
+    namespaces
+    in_ns vk-node sysctl -qw net.ipv4.ip_forward=1
+    in_ns vk-node ip link add cni0 type bridge
+    in_ns vk-node ip addr add 10.244.1.1/24 dev cni0
+    in_ns vk-node ip link set cni0 up
+    local pod ip
+    for pod in c s; do
+        if [[ $pod == c ]]; then ip=10.244.1.2; else ip=10.244.1.3; fi
+        ip -n vk-node link add "vk-$pod-h" type veth peer name eth0 netns "vk-$pod"
+        in_ns vk-node ip link set "vk-$pod-h" master cni0 up
+        in_ns "vk-$pod" ip addr add "$ip/24" dev eth0
+        in_ns "vk-$pod" ip link set eth0 up
+        in_ns "vk-$pod" ip route add default via 10.244.1.1
+        offloads_off eth0 "vk-$pod"
+        offloads_off "vk-$pod-h" vk-node
+    done
+    # Bridged replies from the endpoint to the client must pass the nat table (kube-proxy requires br_netfilter).
+    in_ns vk-node sysctl -qw net.bridge.bridge-nf-call-iptables=1
+    in_ns vk-node iptables -t nat -N KUBE-SERVICES
+    in_ns vk-node iptables -t nat -A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+    in_ns vk-node iptables -t nat -A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+    in_ns vk-node iptables -t nat -N KUBE-SVC-WEB
+    in_ns vk-node iptables -t nat -N KUBE-SEP-WEB1
+    in_ns vk-node iptables -t nat -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "default/web:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-WEB
+    in_ns vk-node iptables -t nat -A KUBE-SVC-WEB -m comment --comment "default/web:http -> 10.244.1.3:8080" -j KUBE-SEP-WEB1
+    in_ns vk-node iptables -t nat -A KUBE-SEP-WEB1 -p tcp -m comment --comment default/web:http -m tcp -j DNAT --to-destination 10.244.1.3:8080
+}
+
+setup_vswitch() {
+    namespaces
+    cat >"$WORK/services.yaml" <<'EOF'
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, protocol: TCP, port: 8080}]
+endpoints: [{addresses: [10.244.1.3], nodeName: node-1}]
+EOF
+    cat >"$WORK/node.yaml" <<EOF
+node: {name: node-1, podCIDR: 10.244.1.0/24}
+control: {socket: $WORK/vs.sock}
+datapath: {busyPollMicros: $BUSY_POLL_US}
+services: {manifests: $WORK/services.yaml}
+ports:
+  - {name: client, type: tap, interface: vk-tap-c, namespace: vk-c, address: 10.244.1.2/24, mac: "02:00:0a:f4:01:02"}
+  - {name: server, type: tap, interface: vk-tap-s, namespace: vk-s, address: 10.244.1.3/24, mac: "02:00:0a:f4:01:03"}
+EOF
+    start_bg vswitch taskset -c "$SWITCH_CPU" ip netns exec vk-node "$BIN" run --config "$WORK/node.yaml"
+    wait_for 20 timeout 5 "$BIN" status --socket "$WORK/vs.sock" || { indent_file "$(bg_log vswitch)"; die "the switch did not start"; }
+    local pod
+    for pod in c s; do
+        wait_for 10 ip -n "vk-$pod" -4 addr show dev eth0
+        offloads_off eth0 "vk-$pod"
+    done
+}
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+
+measure() { # measure DATAPATH
+    local dp="$1" r line done errs secs rate
+    start_bg "server-$dp" taskset -c "$LOAD_CPU" ip netns exec vk-s timeout 600 "$PY" "$TOOLS" serve vk-s 8080 5353 590
+    wait_for 5 tcp_listening vk-s 8080 || die "server did not start"
+    # Warm-up: ARP, the first connection.
+    in_ns vk-c timeout 10 "$PY" "$TOOLS" tcp 10.96.0.10 80 3 >/dev/null 2>&1 || true
+    for ((r = 1; r <= RUNS; r++)); do
+        line="$(taskset -c "$LOAD_CPU" ip netns exec vk-c timeout $((DURATION + 30)) "$PY" "$TOOLS" connrate 10.96.0.10 80 "$DURATION")"
+        read -r done errs secs <<<"$line"
+        rate="$(awk -v d="$done" -v s="$secs" 'BEGIN {printf "%.0f", d / s}')"
+        log "$dp run $r: $done connections in $secs s = $rate/s, $errs failed"
+        printf '%s\t%s\t%s\n' "$dp" "$rate" "$errs" >>"$RESULTS"
+        sleep 1
+    done
+    bg_stop "server-$dp"
+}
+
+for dp in "${SELECTED[@]}"; do
+    depth="$(cleanup_scope_begin)"
+    log "datapath $dp"
+    "setup_$dp"
+    measure "$dp"
+    cleanup_scope_end "$depth"
+done
+
+median() { sort -n | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+mkdir -p "$(dirname "$OUT")"
+{
+    printf '# New TCP connections per second through a ClusterIP (same node)\n\n'
+    printf '%s runs of %s s each, client and server on CPU %s, switch on CPU %s (busy poll %s µs); median.\n\n' "$RUNS" "$DURATION" "$LOAD_CPU" "$SWITCH_CPU" "$BUSY_POLL_US"
+    printf '| datapath | connections/s (median) | runs | failed | vs kernel |\n|---|---:|---|---:|---:|\n'
+    kernel_med=""
+    if grep -q '^kernel	' "$RESULTS"; then kernel_med="$(awk -F'\t' '$1 == "kernel" {print $2}' "$RESULTS" | median)"; fi
+    for dp in "${SELECTED[@]}"; do
+        med="$(awk -F'\t' -v d="$dp" '$1 == d {print $2}' "$RESULTS" | median)"
+        runs="$(awk -F'\t' -v d="$dp" '$1 == d {printf "%s%s", (n++ ? ", " : ""), $2}' "$RESULTS")"
+        failed="$(awk -F'\t' -v d="$dp" '$1 == d {s += $3} END {print s + 0}' "$RESULTS")"
+        ratio="-"
+        if [[ -n "$kernel_med" ]]; then ratio="$(awk -v a="$med" -v b="$kernel_med" 'BEGIN {printf "%.2fx", a / b}')"; fi
+        printf '| %s | %s | %s | %s | %s |\n' "$dp" "$med" "$runs" "$failed" "$ratio"
+    done
+} >"$OUT"
+cat "$OUT"
