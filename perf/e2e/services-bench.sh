@@ -195,7 +195,42 @@ for dp in "${SELECTED[@]}"; do
     cleanup_scope_end "$depth"
 done
 
-median() { sort -n | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+median() { sort -n | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+# scale_apply: a switch with SCALE_SERVICES Services of 5 endpoints each (perf/e2e/gen-services.py); change one
+# Service's endpoints RUNS times and record what `vswitch reload` reports (read, compile, in force, in ms).
+SCALE_SERVICES=10000
+scale_apply() {
+    local gen="$SCRIPT_DIR/gen-services.py" r out
+    mkdir -p "$WORK/scale"
+    "$PY" "$gen" "$SCALE_SERVICES" 0 "$WORK/scale/cluster.yaml"
+    cat >"$WORK/scale.yaml" <<EOF
+node: {name: node-1, podCIDR: 10.244.1.0/24, clusterCIDR: 10.244.0.0/16}
+control: {socket: $WORK/scale.sock}
+services: {manifests: $WORK/scale/cluster.yaml, reloadSeconds: 3600}
+ports: [{name: p, type: tap, interface: vk-tap-x}]
+EOF
+    ns_add vk-node
+    start_bg vswitch-scale taskset -c "$SWITCH_CPU" ip netns exec vk-node "$BIN" run --config "$WORK/scale.yaml"
+    wait_for 120 timeout 5 "$BIN" status --socket "$WORK/scale.sock" || { indent_file "$(bg_log vswitch-scale)"; die "the switch did not start"; }
+    for ((r = 1; r <= RUNS; r++)); do
+        "$PY" "$gen" "$SCALE_SERVICES" $((r % 2)) "$WORK/scale/cluster.yaml"
+        out="$(timeout 60 "$BIN" reload --socket "$WORK/scale.sock")"
+        log "change $r: $out"
+        sed -n 's/.*read \([0-9.]*\) ms, compile \([0-9.]*\) ms, in force \([0-9.]*\) ms.*/\1 \2 \3/p' <<<"$out" >>"$WORK/scale.tsv"
+    done
+    bg_stop vswitch-scale
+}
+
+SCALE_LINE=""
+if [[ ",$ONLY," == *",vswitch,"* ]]; then
+    depth="$(cleanup_scope_begin)"
+    log "applying one changed Service among $SCALE_SERVICES"
+    scale_apply
+    cleanup_scope_end "$depth"
+    SCALE_LINE="$(awk '{print $1}' "$WORK/scale.tsv" | median) $(awk '{print $2}' "$WORK/scale.tsv" | median) $(awk '{print $3}' "$WORK/scale.tsv" | median)"
+fi
+
 mkdir -p "$(dirname "$OUT")"
 {
     printf '# New TCP connections per second through a ClusterIP (same node)\n\n'
@@ -211,5 +246,10 @@ mkdir -p "$(dirname "$OUT")"
         if [[ -n "$kernel_med" ]]; then ratio="$(awk -v a="$med" -v b="$kernel_med" 'BEGIN {printf "%.2fx", a / b}')"; fi
         printf '| %s | %s | %s | %s | %s |\n' "$dp" "$med" "$runs" "$failed" "$ratio"
     done
+    if [[ -n "$SCALE_LINE" ]]; then
+        read -r rd cp tot <<<"$SCALE_LINE"
+        printf '\nOne Service changed among %s (5 endpoints each), `vswitch reload`, median of %s: read %s ms, compile %s ms, in force %s ms after the read began.\n' \
+            "$SCALE_SERVICES" "$RUNS" "$rd" "$cp" "$tot"
+    fi
 } >"$OUT"
 cat "$OUT"
