@@ -31,6 +31,8 @@ deps() {
     command -v ethtool >/dev/null || missing+=(ethtool)
     command -v socat >/dev/null || missing+=(socat)
     /usr/bin/python3 -c 'import scapy' 2>/dev/null || missing+=(python3-scapy)
+    # libnftables: the uplink steers node-port and masquerade replies from the underlay into the switch.
+    command -v nft >/dev/null || missing+=(nftables)
     if [ "${1:-}" = bench ]; then
         command -v ovs-vswitchd >/dev/null || missing+=(openvswitch-switch)
         command -v iptables >/dev/null || missing+=(iptables)

@@ -104,7 +104,7 @@ public sealed class Datapath : IDisposable
     {
         if (IsRunning) throw new InvalidOperationException("ports are added before the worker starts");
         if (role == PortRole.Tunnel && Overlay is null) throw new InvalidOperationException("a tunnel port needs an overlay");
-        if (role == PortRole.Host && Router is null) throw new InvalidOperationException("a host port needs routing (a pod CIDR)");
+        if (role is PortRole.Host or PortRole.Uplink && Router is null) throw new InvalidOperationException($"a {role} port needs routing (a pod CIDR)");
         if (role != PortRole.Access && Ports.All().Any(p => Ports.Role(p.Id) == role)) throw new InvalidOperationException($"only one {role} port");
         ushort id = Ports.Add(port, role);
         if (role == PortRole.Tunnel)
@@ -112,6 +112,7 @@ public sealed class Datapath : IDisposable
             Overlay!.TunnelPort = id;
         }
         if (role == PortRole.Host) Router!.HostPort = id;
+        if (role == PortRole.Uplink) Router!.UplinkPort = id;
         Router?.RebuildRoutes();
         return id;
     }

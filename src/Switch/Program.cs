@@ -58,6 +58,7 @@ internal static partial class Cli
         conntrack.SetAction(pr => Query(pr.GetValue(socket)!, $"conntrack {pr.GetValue(ctMax)}"));
         root.Subcommands.Add(conntrack);
         AddQuery(root, socket, "services", "Services as compiled: frontends (ClusterIP, node port, external and load-balancer IPs), endpoints, traffic policies, affinity");
+        AddQuery(root, socket, "uplink", "The uplink's nftables steering rules (node ports, masquerade replies, external IPs) with packet counters");
         AddQuery(root, socket, "reload", "Re-read the Service manifests now and report what was applied (or the errors; the running Services stay)");
         AddQuery(root, socket, "counters", "Per-stage packet counts, stage events and drops by (stage, reason)");
         AddQuery(root, socket, "metrics", "All counters in Prometheus text format");

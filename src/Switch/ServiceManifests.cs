@@ -36,6 +36,8 @@ public sealed partial class ServiceManifests : IDisposable
     public string LastResult { get; private set; } = "not loaded";
     public string? LastError { get; private set; }
     public int Applied { get; private set; }
+    /// <summary>Called (on the loading thread) after each set is in force, e.g. to steer its node ports to the switch.</summary>
+    public Action<ServiceTable>? Installed { get; set; }
 
     /// <summary>Reads and applies the manifests now. Throws <see cref="ManifestException"/> at start-up so a bad set stops
     /// the switch with a clear message; later reloads log instead.</summary>
@@ -105,6 +107,7 @@ public sealed partial class ServiceManifests : IDisposable
         int evicted = t.Result;
         double totalMs = sw.Elapsed.TotalMilliseconds;
         Applied++;
+        Installed?.Invoke(table);
         int services = objects.Services.Count, slices = objects.EndpointSlices.Count;
         int endpoints = objects.EndpointSlices.Sum(s => s.Endpoints.Sum(e => e.Addresses.Count));
         LastResult = string.Create(CultureInfo.InvariantCulture,

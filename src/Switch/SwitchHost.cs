@@ -84,7 +84,9 @@ public sealed partial class SwitchHost : IDisposable
             NodeAddress = nodeAddress is null ? null : Ipv4Address.Parse(nodeAddress),
             NodeName = c.Node.Name,
             // Masquerade needs an uplink to send from the node address; without one, egress goes to the host untranslated.
-            Masquerade = false,
+            Masquerade = c.Uplink is { Masquerade: true },
+            MasqueradePortMin = ConfigLoader.MasqueradePortMin,
+            MasqueradePortMax = 65535,
         };
     }
 
@@ -112,6 +114,8 @@ public sealed partial class SwitchHost : IDisposable
     public Control.ControlServer? Control { get; private set; }
     /// <summary>The Service manifests being watched (null when services.manifests is unset).</summary>
     public ServiceManifests? Manifests { get; private set; }
+    /// <summary>The nftables rules steering the uplink's traffic (null without an uplink).</summary>
+    public UplinkSteering? Steering { get; private set; }
 
     /// <summary>Creates namespaces and ports, starts the control socket and the worker. Throws <see cref="PortException"/>
     /// (environment) or <see cref="ConfigException"/>; on failure everything created so far is already removed.</summary>
@@ -142,6 +146,7 @@ public sealed partial class SwitchHost : IDisposable
         }
         if (Config.Host is { } host) OpenHostPort(host);
         if (Config.Overlay is { } overlay) OpenOverlay(overlay);
+        if (Config.Uplink is { } uplink) OpenUplink(uplink);
         for (int i = 0; i < Config.Bridge.StaticMacs.Count; i++)
         {
             StaticMacConfig s = Config.Bridge.StaticMacs[i];
@@ -154,6 +159,7 @@ public sealed partial class SwitchHost : IDisposable
             _ = ConfigLoader.TryParsePortRange(sc.NodePortRange, out ushort npMin, out ushort npMax);
             Manifests = new ServiceManifests(manifests, new ManifestOptions { NodePortMin = npMin, NodePortMax = npMax }, Datapath,
                 TimeSpan.FromSeconds(sc.ReloadSeconds), _log);
+            if (Steering is not null) Manifests.Installed = UpdateSteering;
             try
             {
                 Manifests.LoadInitial();
@@ -230,6 +236,63 @@ public sealed partial class SwitchHost : IDisposable
             Datapath.AddPeer(p.Name!, Ipv4Address.Parse(p.Address!), cidr, vtep);
         }
         LogOverlay(oo.LocalAddress.ToString(), oo.UdpPort, oo.Vni, o.Peers.Count, oo.Learning ? "on" : "off");
+    }
+
+    /// <summary>The uplink: a TAP fed by nftables steering on the node's interface, a raw socket to send, and the
+    /// default route.</summary>
+    private void OpenUplink(UplinkConfig u)
+    {
+        Router router = Datapath.Router!;
+        NatOptions nat = Datapath.Nat!.Options;
+        Ipv4Address node = nat.NodeAddress!.Value;
+        string underlay = u.Interface!;
+        if (!NetNs.InterfaceExists(underlay))
+            throw new PortException($"uplink.interface: interface '{underlay}' does not exist in the switch's network namespace");
+        if (!NetNs.HasAddress(underlay, node.ToString()))
+            throw new PortException($"uplink.interface: {underlay} does not carry the node address {node} (set services.nodeAddress to the address of {underlay})");
+        int mtu = NetNs.Mtu(underlay);
+        UplinkPort port;
+        try
+        {
+            port = UplinkPort.Open("uplink", u.Tap, router.RouterMac, underlay);
+        }
+        catch (PortException e)
+        {
+            throw new PortException($"uplink.tap: {e.Message}", e.Errno);
+        }
+        _undo.Push(($"uplink tap {u.Tap}", port.Dispose));
+        NetNs.BringUp(u.Tap, mtu);
+        router.NodeAddress = node;
+        router.UplinkMtu = mtu > 0 ? mtu : 1500;
+        Datapath.AddPort(port, PortRole.Uplink);
+        Steering = UplinkSteering.Load(underlay, u.Tap, node, nat.MasqueradePortMin, nat.MasqueradePortMax);
+        _undo.Push(("uplink steering", Steering.Dispose));
+        WarnIfEphemeralPortsOverlap(nat.MasqueradePortMin, nat.MasqueradePortMax);
+        LogPortOpened("uplink", "uplink", u.Tap, $" <- nftables ingress on {underlay} for {node}; masquerade {(nat.Masquerade ? $"to {node}:{nat.MasqueradePortMin}-{nat.MasqueradePortMax}" : "off")}");
+    }
+
+    /// <summary>The node's own connections use ports from ip_local_port_range; any of those in the masquerade range
+    /// would have their replies taken by the switch.</summary>
+    private void WarnIfEphemeralPortsOverlap(ushort min, ushort max)
+    {
+        const string path = "/proc/sys/net/ipv4/ip_local_port_range";
+        if (!File.Exists(path)) return;
+        string[] parts = File.ReadAllText(path).Split((char[])[' ', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 2 && int.TryParse(parts[0], CultureInfo.InvariantCulture, out int lo) && int.TryParse(parts[1], CultureInfo.InvariantCulture, out int hi)
+            && lo <= max && hi >= min)
+            LogEphemeralOverlap(lo, hi, min, max);
+    }
+
+    private void UpdateSteering(ServiceTable table)
+    {
+        try
+        {
+            Steering!.Update(table);
+        }
+        catch (PortException e)
+        {
+            LogSteeringFailed(e.Message);
+        }
     }
 
     private IPacketPort OpenPort(PortConfig pc, string at)
@@ -312,6 +375,12 @@ public sealed partial class SwitchHost : IDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "created network namespace {Namespace}")]
     private partial void LogNamespaceCreated(string @namespace);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "uplink: the node's ephemeral ports {Low}-{High} (net.ipv4.ip_local_port_range) overlap the masquerade ports {Min}-{Max}: replies to the node's own connections on those ports would reach the switch; narrow ip_local_port_range")]
+    private partial void LogEphemeralOverlap(int low, int high, int min, int max);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "uplink: steering rules not updated for the new Services: {Error}")]
+    private partial void LogSteeringFailed(string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cleanup of {What} failed: {Error}")]
     private partial void LogCleanupFailed(string what, string error);

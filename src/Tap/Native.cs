@@ -40,6 +40,7 @@ internal static unsafe partial class Native
     public const int SO_SNDBUF = 7;
     public const int SO_RCVBUFFORCE = 33;
     public const int SO_SNDBUFFORCE = 32;
+    public const int SO_MARK = 36;
     public const int SOL_PACKET = 263;
     public const int PACKET_ADD_MEMBERSHIP = 1;
     public const int PACKET_AUXDATA = 8;

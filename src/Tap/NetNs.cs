@@ -50,21 +50,38 @@ public static class NetNs
 
     public static bool TryIp(params string[] args) => Run(args).Code == 0;
 
+    /// <summary>The interface's MTU (0 when it does not exist).</summary>
+    public static int Mtu(string ifName) =>
+        int.TryParse(File.Exists($"/sys/class/net/{ifName}/mtu") ? File.ReadAllText($"/sys/class/net/{ifName}/mtu").Trim() : "", out int mtu) ? mtu : 0;
+
+    /// <summary>True when <paramref name="address"/> (dotted quad) is assigned to <paramref name="ifName"/>.</summary>
+    public static bool HasAddress(string ifName, string address)
+    {
+        (int code, string _, string output) = RunWithOutput(["-o", "-4", "addr", "show", "dev", ifName]);
+        return code == 0 && output.Contains($" inet {address}/", StringComparison.Ordinal);
+    }
+
     private static (int Code, string Error) Run(string[] args)
+    {
+        (int code, string err, _) = RunWithOutput(args);
+        return (code, err);
+    }
+
+    private static (int Code, string Error, string Output) RunWithOutput(string[] args)
     {
         var psi = new ProcessStartInfo(IpCommand) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         foreach (string a in args) psi.ArgumentList.Add(a);
         try
         {
             using Process p = Process.Start(psi) ?? throw new PortException($"cannot start '{IpCommand}'");
+            Task<string> output = p.StandardOutput.ReadToEndAsync();
             string err = p.StandardError.ReadToEnd();
-            p.StandardOutput.ReadToEnd();
             if (!p.WaitForExit(10_000))
             {
                 p.Kill();
-                return (-1, "timed out after 10 s");
+                return (-1, "timed out after 10 s", "");
             }
-            return (p.ExitCode, err);
+            return (p.ExitCode, err, output.Result);
         }
         catch (System.ComponentModel.Win32Exception e)
         {

@@ -80,4 +80,29 @@ public sealed class OverlayConfigTests
         ConfigException e = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(yaml + Ports, "cfg.yaml"));
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
     }
+
+    private const string UplinkBase = "node: {podCIDR: 10.244.1.0/24}\nhost: {interface: vsw0}\nservices: {nodeAddress: 198.18.0.1}\n";
+
+    [Theory]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\nhost: {interface: vsw0}\nuplink: {interface: eth0}\n", "uplink: needs services")]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\nservices: {nodeAddress: 198.18.0.1}\nuplink: {interface: eth0}\n", "uplink: needs host")]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\nhost: {interface: vsw0}\nservices: {}\nuplink: {interface: eth0}\n", "uplink: needs the node address")]
+    [InlineData(UplinkBase + "uplink: {masquerade: true}\n", "uplink.interface: required")]
+    [InlineData(UplinkBase + "uplink: {interface: eth0, tap: vsw0}\n", "uplink.tap: 'vsw0' is also used by a port or the host interface")]
+    [InlineData(UplinkBase + "uplink: {interface: eth0, tap: eth0}\n", "uplink.tap: 'eth0' is the uplink interface itself")]
+    [InlineData(UplinkBase + "uplink: {interface: x}\n", "uplink.interface: 'x' is also used by a port")]
+    [InlineData(UplinkBase + "uplink: {interface: eth0, masq: false}\n", "unknown field 'masq' in uplink")]
+    [InlineData("node: {podCIDR: 10.244.1.0/24}\nservices: {nodePortRange: 30000-62000}\n", "services.nodePortRange: 30000-62000 overlaps the masquerade ports 61440-65535")]
+    public void Bad_uplink_config_names_the_field(string yaml, string expected)
+    {
+        ConfigException e = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(yaml + Ports, "cfg.yaml"));
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Uplink_config_defaults()
+    {
+        SwitchConfig c = ConfigLoader.Parse(UplinkBase + "uplink: {interface: eth0}\n" + Ports, "cfg.yaml");
+        Assert.Equal(("eth0", "vsw-uplink", true), (c.Uplink!.Interface, c.Uplink.Tap, c.Uplink.Masquerade));
+    }
 }

@@ -25,6 +25,9 @@ public sealed class ServiceNatTests
 
     private sealed record Node(Datapath Dp, MemoryPort A, MemoryPort B, MemoryPort C, MemoryPort Host, MemoryPort Tunnel)
     {
+        /// <summary>The uplink, when built with one.</summary>
+        public MemoryPort Up { get; init; } = new("unused");
+
         public NatEngine Nat => Dp.Nat!;
         public ConntrackStage Stage => (ConntrackStage)Dp.Graph.Stages.First(s => s.Name == "conntrack");
 
@@ -36,11 +39,11 @@ public sealed class ServiceNatTests
 
         public void ClearTx()
         {
-            foreach (MemoryPort p in new[] { A, B, C, Host, Tunnel }) p.ClearTransmitted();
+            foreach (MemoryPort p in new[] { A, B, C, Host, Tunnel, Up }) p.ClearTransmitted();
         }
     }
 
-    private Node Build(Func<NatOptions, NatOptions>? tweak = null)
+    private Node Build(Func<NatOptions, NatOptions>? tweak = null, bool uplink = false)
     {
         // Pod and cluster CIDRs, gateway and router MAC come from the router's options.
         var nat = new NatOptions
@@ -66,6 +69,13 @@ public sealed class ServiceNatTests
         ushort idh = dp.AddPort(host, PortRole.Host);
         dp.AddPort(tunnel, PortRole.Tunnel);
         dp.AddPeer("node-2", Ip("198.18.0.2"), new Ipv4Prefix(Ip("10.244.2.0"), 24), PeerVtep);
+        var up = new MemoryPort("uplink");
+        if (uplink)
+        {
+            dp.Router!.NodeAddress = Ip("198.18.0.1");
+            dp.Router.UplinkMtu = 1500;
+            dp.AddPort(up, PortRole.Uplink);
+        }
         dp.Router!.HostMac = HostMac;
         dp.Router.Neighbors.AddPermanent(Ip("10.244.1.1"), HostMac, idh);
         dp.Router.Neighbors.AddPermanent(Ip("10.244.1.2"), PodA, ida);
@@ -77,7 +87,7 @@ public sealed class ServiceNatTests
         c.Inject(ArpRequest(PodC, "10.244.1.4", "10.244.1.1"));
         host.Inject(ArpRequest(HostMac, "10.244.1.1", "10.244.1.2"));
         dp.RunOnce();
-        var n = new Node(dp, a, b, c, host, tunnel);
+        var n = new Node(dp, a, b, c, host, tunnel) { Up = up };
         n.ClearTx();
         return n;
     }
@@ -368,6 +378,56 @@ public sealed class ServiceNatTests
     }
 
     [Fact]
+    public void With_an_uplink_egress_leaves_through_it_masqueraded_and_the_node_address_stays_the_hosts()
+    {
+        Node n = Build(o => o with { Masquerade = true }, uplink: true);
+        n.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", "198.18.0.200", 40000, 443, TcpFlags.Syn));
+        n.Dp.RunOnce();
+        Assert.Empty(n.Host.Transmitted);
+        byte[] f = Assert.Single(n.Up.Transmitted);
+        var (src, sport, dst, dport) = Tuple(Checked(f));
+        Assert.Equal(("198.18.0.1", "198.18.0.200", (ushort)443), (src, dst, dport));
+        Assert.InRange(sport, (ushort)61440, (ushort)65535);
+        Assert.Equal(63, Checked(f).Ttl);
+        // The reply arrives on the uplink (steered there by nftables, destination MAC already the router's).
+        n.Up.Inject(Tcp(RouterMac, MacAddress.Parse("02:00:c6:12:00:c8"), "198.18.0.200", "198.18.0.1", 443, sport, TcpFlags.Syn | TcpFlags.Ack));
+        n.Dp.RunOnce();
+        Assert.Equal(("198.18.0.200", (ushort)443, "10.244.1.2", (ushort)40000), Tuple(Checked(Assert.Single(n.A.Transmitted))));
+        // The node's own address is the host's, untranslated; broadcasts never go out the uplink.
+        n.ClearTx();
+        n.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", "198.18.0.1", 40001, 22, TcpFlags.Syn));
+        n.A.Inject(Udp(MacAddress.Broadcast, PodA, "10.244.1.2", "10.244.1.255", 68, 67));
+        n.Dp.RunOnce();
+        Assert.Empty(n.Up.Transmitted);
+        Assert.Contains(n.Host.Transmitted, x => Tuple(Checked(x)) == ("10.244.1.2", 40001, "198.18.0.1", 22));
+        // A DF packet larger than the uplink's MTU gets fragmentation needed with that MTU.
+        n.ClearTx();
+        n.Dp.Router!.UplinkMtu = 1000;
+        n.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", "198.18.0.200", 40000, 443, TcpFlags.Ack, payload: 1200));
+        n.Dp.RunOnce();
+        Assert.Empty(n.Up.Transmitted);
+        Ipv4View err = Checked(Assert.Single(n.A.Transmitted));
+        Assert.Equal((IpProtocol.Icmp, (byte)3, (byte)4, 1000), (err.Protocol, err.Payload[0], err.Payload[1], (int)BinaryPrimitives.ReadUInt16BigEndian(err.Payload[6..])));
+    }
+
+    [Fact]
+    public void Node_port_from_an_external_client_on_the_uplink_is_answered_through_the_uplink()
+    {
+        Node n = Build(o => o with { Masquerade = true }, uplink: true);
+        n.Apply(Svc("web", Vip, 80, 8080, type: ServiceType.NodePort, nodePort: 30080), Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
+        MacAddress client = MacAddress.Parse("02:00:c6:12:00:64");
+        n.Up.Inject(Tcp(RouterMac, client, "198.18.0.100", "198.18.0.1", 45000, 30080, TcpFlags.Syn));
+        n.Dp.RunOnce();
+        // externalTrafficPolicy Cluster: the client is SNATed to the gateway.
+        var (src, sport, dst, dport) = Tuple(Checked(Assert.Single(n.B.Transmitted)));
+        Assert.Equal(("10.244.1.1", "10.244.1.3", (ushort)8080), (src, dst, dport));
+        n.B.Inject(Tcp(RouterMac, PodB, "10.244.1.3", "10.244.1.1", 8080, sport, TcpFlags.Syn | TcpFlags.Ack));
+        n.Dp.RunOnce();
+        Assert.Equal(("198.18.0.1", (ushort)30080, "198.18.0.100", (ushort)45000), Tuple(Checked(Assert.Single(n.Up.Transmitted))));
+        Assert.Empty(n.Host.Transmitted);
+    }
+
+    [Fact]
     public void Icmp_port_unreachable_from_the_endpoint_is_related_and_translated_back_to_the_service()
     {
         Node n = Build();
@@ -523,5 +583,29 @@ public sealed class ServiceNatTests
         long after = GC.GetAllocatedBytesForCurrentThread();
         Assert.Equal(0, after - before);
         Assert.True(n.Stage.Counters[(int)ConntrackStage.Counter.Hits] > 500);
+    }
+
+    [Fact]
+    public void Uplink_steering_rules_and_set_updates_pass_nfts_own_check()
+    {
+        // nft -c parses and validates against the kernel without changing anything: the oracle for our rule text.
+        string nft = new[] { "/usr/sbin/nft", "/sbin/nft" }.FirstOrDefault(File.Exists)
+            ?? throw new InvalidOperationException("nft is not installed (apt-get install nftables; ./run.sh test installs it)");
+        Node n = Build();
+        n.Apply(Svc("web", Vip, 80, 8080, type: ServiceType.NodePort, nodePort: 30080, externalIPs: ["198.18.1.10"]),
+            Svc("dns", "10.96.0.11", 53, 5353, proto: IpProtocol.Udp, type: ServiceType.NodePort, nodePort: 30053));
+        string sets = Switch.UplinkSteering.SetCommands(n.Nat.Services, out int nodePorts, out int external);
+        Assert.Equal((2, 1), (nodePorts, external));
+        Assert.Contains("nodeports_tcp { 30080 }", sets, StringComparison.Ordinal);
+        Assert.Contains("external { 198.18.1.10 . tcp . 80 }", sets, StringComparison.Ordinal);
+        string rules = Switch.UplinkSteering.Ruleset("lo", "lo", Ip("198.18.0.1"), 61440, 65535) + sets;
+        var psi = new System.Diagnostics.ProcessStartInfo(nft, "-c -f -") { RedirectStandardInput = true, RedirectStandardError = true, RedirectStandardOutput = true };
+        using System.Diagnostics.Process p = System.Diagnostics.Process.Start(psi)!;
+        p.StandardInput.Write(rules);
+        p.StandardInput.Close();
+        string err = p.StandardError.ReadToEnd();
+        p.StandardOutput.ReadToEnd();
+        Assert.True(p.WaitForExit(20_000), "nft -c did not finish");
+        Assert.True(p.ExitCode == 0, $"nft -c rejected the rules: {err}\n{rules}");
     }
 }

@@ -13,6 +13,9 @@
 #    pods  vs-n1-c   10.244.1.2    pods  vs-n2-c   10.244.2.2   (clients)
 #          vs-n1-e1  10.244.1.3          vs-n2-e3  10.244.2.3   (endpoints)
 #          vs-n1-e2  10.244.1.4
+#    outside: vs-out 198.18.0.100 on the same underlay bridge, outside the
+#    cluster: an external client of node ports and external IPs, and the
+#    server pods' egress reaches (each node's uplink is ul0).
 #
 # Every endpoint runs tests/netns/svc-tools.py serve: TCP 8080 and UDP 5353,
 # answering with its own name and the peer address it saw.  Both switches
@@ -30,6 +33,11 @@
 # uses moves the stream to a remaining one at once (stale conntrack evicted);
 # a broken manifest edit is reported and the running Services stay; the CLI
 # lists connections (conntrack), Services, and traces the DNAT decision.
+# Through the uplink: a NodePort from the outside client (externalTrafficPolicy
+# Cluster: SNATed, any endpoint; Local: client IP kept, local endpoints only,
+# none on the node = dropped); an external IP; egress from pods to the outside
+# host masqueraded to the node address (TCP, UDP, ping), and the node's
+# kernel never sees the steered packets.
 #
 # Usage: tests/netns/services-system.sh
 #
@@ -51,10 +59,13 @@ case "${1:-}" in
 esac
 
 require_root
-require_cmd ip ping timeout ss sysctl awk "$PY"
+require_cmd ip ping timeout ss sysctl awk nft nstat "$PY"
 
 TOOLS="$SCRIPT_DIR/svc-tools.py"
 UL_NS=vs-ul
+OUT_NS=vs-out
+OUT_IP=198.18.0.100
+EXT_IP=198.18.1.10
 UL_IF=ul0
 HOST_IF=vsw0
 make_workdir vs-services
@@ -143,6 +154,25 @@ items:
     clusterIP: 10.96.0.60
     internalTrafficPolicy: Local
     ports: [{name: http, port: 80, targetPort: 8080}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: np, namespace: default}
+  spec:
+    type: NodePort
+    clusterIP: 10.96.0.70
+    externalTrafficPolicy: Cluster
+    externalIPs: [198.18.1.10]
+    ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30080}
+    - {name: dns, protocol: UDP, port: 53, targetPort: 5353, nodePort: 30053}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: np-local, namespace: default}
+  spec:
+    type: NodePort
+    clusterIP: 10.96.0.80
+    externalTrafficPolicy: Local
+    ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30081}]
 EOF
     {
         printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\n'
@@ -160,6 +190,12 @@ EOF
         printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-only-1\n  namespace: default\n  labels: {kubernetes.io/service-name: local-only}\naddressType: IPv4\n'
         printf 'ports:\n- {name: http, protocol: TCP, port: 8080}\nendpoints:\n'
         endpoints_yaml n2-e3
+        printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: np-1\n  namespace: default\n  labels: {kubernetes.io/service-name: np}\naddressType: IPv4\n'
+        printf 'ports:\n- {name: http, protocol: TCP, port: 8080}\n- {name: dns, protocol: UDP, port: 5353}\nendpoints:\n'
+        endpoints_yaml n1-e1 n2-e3
+        printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: np-local-1\n  namespace: default\n  labels: {kubernetes.io/service-name: np-local}\naddressType: IPv4\n'
+        printf 'ports:\n- {name: http, protocol: TCP, port: 8080}\nendpoints:\n'
+        endpoints_yaml n1-e1
     } >"$MANIFESTS/endpointslices.yaml.tmp"
     mv "$MANIFESTS/endpointslices.yaml.tmp" "$MANIFESTS/endpointslices.yaml"
 }
@@ -170,6 +206,7 @@ write_config() { # write_config N FILE
         printf 'node:\n  name: node-%s\n  podCIDR: 10.244.%s.0/24\n  clusterCIDR: 10.244.0.0/16\n' "$n" "$n"
         printf 'control:\n  socket: %s\n' "$(sock_of "$n")"
         printf 'host:\n  interface: %s\n' "$HOST_IF"
+        printf 'uplink:\n  interface: %s\n  tap: vsw-up\n' "$UL_IF"
         printf 'services:\n  manifests: %s\n  serviceCIDR: 10.96.0.0/12\n  reloadSeconds: 0.2\n' "$MANIFESTS"
         printf 'overlay:\n  localAddress: %s\n  peers:\n' "$(ul_ip "$n")"
         for m in 1 2; do
@@ -208,6 +245,18 @@ for n in 1 2; do
     offloads_off "$UL_IF" "$(node_ns "$n")"
     offloads_off "p$n" "$UL_NS"
 done
+ns_add "$OUT_NS"
+quiet_ns "$OUT_NS"
+veth_add vs-out-b vs-out-n
+link_to_ns vs-out-b "$UL_NS" pout
+link_to_ns vs-out-n "$OUT_NS" eth0
+in_ns "$UL_NS" ip link set pout master vs-br up
+in_ns "$OUT_NS" ip link set eth0 up
+in_ns "$OUT_NS" ip addr add "$OUT_IP/24" dev eth0
+# The external IP is routed to node-1, as a router in front of the cluster would.
+in_ns "$OUT_NS" ip route add "$EXT_IP/32" via "$(ul_ip 1)"
+offloads_off eth0 "$OUT_NS"
+offloads_off pout "$UL_NS"
 for k in "${PODS[@]}"; do
     ns_add "$(pod_ns "$k")"
     quiet_ns "$(pod_ns "$k")"
@@ -237,6 +286,8 @@ for k in n1-e1 n1-e2 n2-e3; do
     start_bg "srv-$k" timeout 300 ip netns exec "$(pod_ns "$k")" "$PY" "$TOOLS" serve "$k" 8080 5353 290
     wait_for 5 tcp_listening "$(pod_ns "$k")" 8080 || die "server in $k did not start"
 done
+start_bg srv-out timeout 300 ip netns exec "$OUT_NS" "$PY" "$TOOLS" serve outside 8080 5353 290
+wait_for 5 tcp_listening "$OUT_NS" 8080 || die "server in $OUT_NS did not start"
 
 # tcp_from POD HOST PORT COUNT [TIMEOUT]: run the TCP client in POD; output in $OUT.
 tcp_from() {
@@ -351,6 +402,83 @@ tcp_from n2-c 10.96.0.60 80 5
 if [[ "$(grep -c '^n2-e3 ' <<<"$OUT")" == 5 ]]; then pass "internalTrafficPolicy Local: a client on the endpoint's node is served"; else fail "internalTrafficPolicy Local, same node" "$(save_out)"; fi
 tcp_from n1-c 10.96.0.60 80 1 1
 if [[ "$OUT" == ERR* ]]; then pass "internalTrafficPolicy Local: no local endpoint on node-1, connection dropped ($OUT)"; else fail "internalTrafficPolicy Local, other node (got: $OUT)"; fi
+
+# ---------------------------------------------------------------- uplink: node ports, external IPs, egress
+
+out_tcp() { # out_tcp HOST PORT COUNT [TIMEOUT]: TCP client in the outside namespace
+    OUT="$(in_ns "$OUT_NS" timeout 120 "$PY" "$TOOLS" tcp "$@" 2>&1 || true)"
+}
+n1_tcp_in() { in_ns "$(node_ns 1)" nstat -asz TcpInSegs | awk '$1 == "TcpInSegs" {print $2}'; }
+
+segs_before="$(n1_tcp_in)"
+out_tcp "$(ul_ip 1)" 30080 20
+segs_after="$(n1_tcp_in)"
+ok_count="$(grep -c '^n.-e. 10.244.1.1:' <<<"$OUT" || true)"
+if [[ "$ok_count" == 20 ]]; then
+    pass "NodePort (ETP Cluster) from the outside client: 20/20 answered, client SNATed to node-1's gateway (endpoints: $(served_by))"
+else
+    fail "NodePort from outside, ETP Cluster ($ok_count/20 answered via the gateway)" "$(save_out)"
+fi
+assert_contains "NodePort (ETP Cluster) reaches the endpoint on the other node too" "$(served_by)" "n2-e3"
+if [[ -n "$segs_before" && "$segs_before" == "$segs_after" ]]; then
+    pass "the node's kernel saw none of the node-port segments (TcpInSegs unchanged)"
+else
+    fail "node-1 kernel TcpInSegs moved from $segs_before to $segs_after during the NodePort test"
+fi
+OUT="$(in_ns "$OUT_NS" timeout 60 "$PY" "$TOOLS" udp "$(ul_ip 2)" 30053 10 0.01 2>&1 || true)"
+ok_count="$(grep -c ' n.-e. 10.244.2.1:' <<<"$OUT" || true)"
+if [[ "$ok_count" == 10 ]]; then pass "UDP NodePort on node-2 from outside: 10/10, SNATed to node-2's gateway"; else fail "UDP NodePort on node-2 from outside ($ok_count/10)" "$(save_out)"; fi
+
+out_tcp "$(ul_ip 1)" 30081 10
+if [[ "$(grep -c "^n1-e1 $OUT_IP:" <<<"$OUT")" == 10 ]]; then
+    pass "NodePort with externalTrafficPolicy Local: served by the node's own endpoint, the client address $OUT_IP preserved"
+else
+    fail "NodePort ETP Local on node-1 (client address preserved)" "$(save_out)"
+fi
+out_tcp "$(ul_ip 2)" 30081 1 1
+if [[ "$OUT" == ERR* ]]; then pass "NodePort ETP Local on a node without a local endpoint: dropped ($OUT)"; else fail "NodePort ETP Local without local endpoint (got: $OUT)"; fi
+out_tcp "$(ul_ip 1)" 30099 1 2
+if [[ "$OUT" =~ ^ERR\ ConnectionRefusedError ]]; then
+    pass "a node port no Service uses stays the kernel's (connection refused by node-1's stack)"
+else
+    fail "unused node port refused by the kernel (got: $OUT)"
+fi
+
+out_tcp "$EXT_IP" 80 10
+if [[ "$(grep -c '^n.-e. 10.244.1.1:' <<<"$OUT")" == 10 ]]; then pass "externalIP from outside: 10/10 answered (ETP Cluster, SNATed)"; else fail "externalIP from outside" "$(save_out)"; fi
+
+tcp_from n1-c "$OUT_IP" 8080 10
+if [[ "$(grep -c "^outside $(ul_ip 1):" <<<"$OUT")" == 10 ]]; then
+    pass "egress TCP from a pod to the outside host: 10/10, source masqueraded to the node address $(ul_ip 1)"
+else
+    fail "egress TCP masqueraded to the node address" "$(save_out)"
+fi
+port="$(awk -F'[: ]' '$1 == "outside" {print $3; exit}' <<<"$OUT")"
+if [[ -n "$port" ]] && ((port >= 61440 && port <= 65535)); then pass "masqueraded source port $port is in 61440-65535"; else fail "masquerade source port ($port)" "$(save_out)"; fi
+udp_from n2-c "$OUT_IP" 5353 10 0.01
+if [[ "$(grep -c " outside $(ul_ip 2):" <<<"$OUT")" == 10 ]]; then
+    pass "egress UDP from a pod on node-2: 10/10, masqueraded to $(ul_ip 2)"
+else
+    fail "egress UDP masqueraded" "$(save_out)"
+fi
+if in_ns "$(pod_ns n1-c)" ping -c 3 -i 0.2 -W 2 "$OUT_IP" >/dev/null 2>&1; then pass "ping from a pod to the outside host (ICMP echo masqueraded)"; else fail "ping from a pod to the outside host"; fi
+tcp_from n1-c "$OUT_IP" 9 1 2
+if [[ "$OUT" =~ ^ERR\ ConnectionRefusedError ]]; then
+    pass "egress to a closed outside port: the outside host's RST comes back through the masquerade"
+else
+    fail "egress RST through masquerade (got: $OUT)"
+fi
+udp_from n1-c "$OUT_IP" 9 1 0 0 2
+if [[ "$OUT" == *"ERR ConnectionRefusedError"* ]]; then
+    pass "egress UDP to a closed outside port: the ICMP port unreachable is translated back to the pod"
+else
+    fail "egress ICMP error through masquerade (got: $OUT)"
+fi
+tcp_from n1-c "$(ul_ip 1)" 22 1 2
+if [[ "$OUT" =~ ^ERR\ ConnectionRefusedError ]]; then pass "a pod reaches its node's own address (the node's stack answers; not masqueraded)"; else fail "pod -> node address (got: $OUT)"; fi
+up="$(vs 1 uplink 2>&1 || true)"
+assert_contains "CLI shows the uplink's steering rules" "$up" "fwd to"
+assert_contains "CLI shows the steered node ports" "$up" "30080"
 
 # ---------------------------------------------------------------- CLI: conntrack, trace
 

@@ -56,4 +56,6 @@ public enum PortRole : byte
     Host,
     /// <summary>The overlay underlay socket: frames arrive and leave VXLAN-encapsulated.</summary>
     Tunnel,
+    /// <summary>The node's uplink: IPv4 to and from outside the cluster on the node address; routed only, never flooded.</summary>
+    Uplink,
 }

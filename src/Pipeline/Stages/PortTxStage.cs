@@ -60,7 +60,7 @@ public sealed class PortTxStage : Stage
                 int copies = 0;
                 for (int p = 0; p < portCount; p++)
                 {
-                    if (p == m.InPort || _ports.Role(p) == PortRole.Tunnel) continue;
+                    if (p == m.InPort || _ports.Role(p) is PortRole.Tunnel or PortRole.Uplink) continue;
                     _perPort[p][_perPortCount[p]++] = s;
                     copies++;
                 }

@@ -18,6 +18,8 @@ public sealed class SwitchConfig
     public OverlayConfig? Overlay { get; set; }
     /// <summary>Kubernetes Services (kube-proxy's job); present = connection tracking and Service NAT on.</summary>
     public ServicesConfig? Services { get; set; }
+    /// <summary>The way out of the cluster on the node address: node ports from outside, egress masquerade.</summary>
+    public UplinkConfig? Uplink { get; set; }
     public ConntrackConfig Conntrack { get; set; } = new();
     public List<PortConfig> Ports { get; set; } = [];
 }
@@ -36,6 +38,21 @@ public sealed class ServicesConfig
     public string? NodeAddress { get; set; }
     /// <summary>How often the manifests are checked for changes.</summary>
     public double ReloadSeconds { get; set; } = 1;
+}
+
+/// <summary>
+/// The node's uplink: an nftables ingress rule on <see cref="Interface"/> steers the traffic that belongs to the switch
+/// (node ports, replies to masqueraded connections, external IPs) into the TAP <see cref="Tap"/>; the switch answers
+/// through a raw socket on the node address. Pod traffic leaving the cluster goes out this way, masqueraded.
+/// </summary>
+public sealed class UplinkConfig
+{
+    /// <summary>The interface that carries the node address (services.nodeAddress, else overlay.localAddress).</summary>
+    public string? Interface { get; set; }
+    /// <summary>Name of the TAP the steered frames arrive on (created by the switch).</summary>
+    public string Tap { get; set; } = "vsw-uplink";
+    /// <summary>SNAT pod traffic leaving the cluster CIDR to the node address (ports 61440-65535).</summary>
+    public bool Masquerade { get; set; } = true;
 }
 
 public sealed class ConntrackConfig
@@ -324,6 +341,7 @@ public static class ConfigLoader
         }
         ValidateL3(c, errors, ifaces);
         ValidateServices(c, errors);
+        ValidateUplink(c, errors, ifaces);
         for (int i = 0; i < c.Bridge.StaticMacs.Count; i++)
         {
             StaticMacConfig s = c.Bridge.StaticMacs[i];
@@ -429,6 +447,26 @@ public static class ConfigLoader
             errors.Add($"services.nodeAddress: '{s.NodeAddress}' is not a unicast IPv4 address");
         if (s.ReloadSeconds is < 0.1 or > 3600) errors.Add($"services.reloadSeconds: {s.ReloadSeconds} is out of range 0.1..3600");
         if (s.Manifests is not null && s.Manifests.Length == 0) errors.Add("services.manifests: empty path");
+        if (TryParsePortRange(s.NodePortRange, out ushort npMin, out ushort npMax) && npMax >= MasqueradePortMin)
+            errors.Add($"services.nodePortRange: {npMin}-{npMax} overlaps the masquerade ports {MasqueradePortMin}-65535");
+    }
+
+    /// <summary>First source port egress masquerade uses (to 65535), clear of Linux's ephemeral range 32768-60999.</summary>
+    public const ushort MasqueradePortMin = 61440;
+
+    private static void ValidateUplink(SwitchConfig c, List<string> errors, HashSet<string> ifaces)
+    {
+        if (c.Uplink is not { } u) return;
+        if (c.Services is null) errors.Add("uplink: needs services (the uplink carries node ports and masqueraded traffic through connection tracking)");
+        if (c.Host is null) errors.Add("uplink: needs host (packets from pods to the node address go to the node through the host interface)");
+        if ((c.Services?.NodeAddress ?? c.Overlay?.LocalAddress) is null)
+            errors.Add("uplink: needs the node address (services.nodeAddress or overlay.localAddress)");
+        if (string.IsNullOrWhiteSpace(u.Interface)) errors.Add("uplink.interface: required (the interface carrying the node address, like eth0)");
+        else if (!IsValidIfName(u.Interface)) errors.Add($"uplink.interface: '{u.Interface}' is not a valid interface name");
+        else if (ifaces.Contains(u.Interface)) errors.Add($"uplink.interface: '{u.Interface}' is also used by a port");
+        if (!IsValidIfName(u.Tap)) errors.Add($"uplink.tap: '{u.Tap}' is not a valid interface name");
+        else if (!ifaces.Add(u.Tap)) errors.Add($"uplink.tap: '{u.Tap}' is also used by a port or the host interface");
+        else if (u.Tap == u.Interface) errors.Add($"uplink.tap: '{u.Tap}' is the uplink interface itself");
     }
 
     /// <summary>Parses "min-max" (1..65535, min ≤ max).</summary>

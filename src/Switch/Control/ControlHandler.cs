@@ -27,7 +27,7 @@ public sealed class ControlHandler
     public string NodeName { get; }
 
     public const string Usage = """
-        commands: status | ports | mac | routes | neighbors | peers | conntrack [N] | services | reload | counters | metrics | trace add N | trace show [N] | trace clear
+        commands: status | ports | mac | routes | neighbors | peers | conntrack [N] | services | reload | uplink | counters | metrics | trace add N | trace show [N] | trace clear
         """;
 
     public string Handle(string[] args)
@@ -44,11 +44,28 @@ public sealed class ControlHandler
             "conntrack" => OnWorker(() => Connections(args.Length > 1 ? ParseCount(args[1]) : 1000)),
             "services" => OnWorker(Services),
             "reload" => _host.Manifests is { } mf ? mf.Reload() : throw new ControlException("no services.manifests configured"),
+            "uplink" => Uplink(),
             "counters" => OnWorker(CountersText),
             "metrics" => OnWorker(Metrics),
             "trace" => TraceCommand(args),
             _ => throw new ControlException($"unknown command '{args[0]}'; " + Usage),
         };
+    }
+
+    /// <summary>The uplink's steering rules as the kernel has them, with their packet counters.</summary>
+    private string Uplink()
+    {
+        if (_host.Steering is not { } s) throw new ControlException("no uplink configured");
+        string head = $"uplink: nftables ingress on {s.Underlay} steers {s.NodeAddress}'s node ports ({s.NodePorts}), masquerade replies and external IPs ({s.ExternalFrontends} frontend(s)) to TAP {s.Tap}\n"
+            + (s.LastError is { } e ? $"last update failed: {e}\n" : "");
+        try
+        {
+            return head + s.List();
+        }
+        catch (VSwitch.Tap.PortException ex)
+        {
+            return head + ex.Message + "\n";
+        }
     }
 
     private string OnWorker(Func<string> f)

@@ -19,6 +19,7 @@ public sealed class Ipv4RouteStage : Stage
         [Description("Packets routed to a local pod")] ToPod,
         [Description("Packets routed to an overlay peer")] ToPeer,
         [Description("Packets handed to the node's own stack (host port)")] ToHost,
+        [Description("Packets sent outside the cluster through the uplink")] ToUplink,
         [Description("ICMP time exceeded sent")] IcmpTimeExceeded,
         [Description("ICMP destination net unreachable sent")] IcmpNetUnreachable,
         [Description("ICMP destination host unreachable sent")] IcmpHostUnreachable,
@@ -36,9 +37,9 @@ public sealed class Ipv4RouteStage : Stage
         [Description("TTL expired (no ICMP error allowed or rate-limited)")] TtlExceeded,
         [Description("No route (no ICMP error allowed or rate-limited)")] NoRoute,
         [Description("Pod neighbor did not answer ARP (no ICMP error allowed or rate-limited)")] HostUnreachable,
-        [Description("Packet larger than the tunnel MTU with DF set (no ICMP error allowed or rate-limited)")] FragNeeded,
+        [Description("Packet larger than the tunnel or uplink MTU with DF set (no ICMP error allowed or rate-limited)")] FragNeeded,
         [Description("Waiting for the pod neighbor's ARP reply")] NeighborIncomplete,
-        [Description("Packet larger than the tunnel MTU without DF (software fragmentation not done)")] TooBigNoDf,
+        [Description("Packet larger than the tunnel or uplink MTU without DF (software fragmentation not done)")] TooBigNoDf,
         [Description("Packet to the node's own address but no host port")] NoHostPort,
         [Description("Packet to the pod subnet's network or broadcast address")] DirectedBroadcast,
     }
@@ -49,6 +50,7 @@ public sealed class Ipv4RouteStage : Stage
         RoutedConnected = RouteKind.Connected,
         RoutedPeer = RouteKind.Peer,
         RoutedHost = RouteKind.Host,
+        RoutedUplink = RouteKind.Uplink,
         TimeExceeded = 10,
         NetUnreachable,
         HostUnreachable,
@@ -183,6 +185,23 @@ public sealed class Ipv4RouteStage : Stage
                     nextHop = peer.Address.Value;
                     m.PeerAddr = peer.Address.Value;
                     Counters.Add((int)Counter.ToPeer);
+                    break;
+                }
+                case RouteKind.Uplink:
+                {
+                    int mtu = router.UplinkMtu;
+                    if (ip.TotalLength > mtu)
+                    {
+                        if (ip.DontFragment)
+                            IcmpOrDrop<T>(ctx, s, ref m, next, i, IcmpType.DestinationUnreachable, IcmpUnreachableCode.FragmentationNeeded, (uint)mtu, Reason.FragNeeded, Counter.IcmpFragNeeded, Code.FragNeeded, dst);
+                        else
+                            next[i] = Drop(ref m, (int)Reason.TooBigNoDf);
+                        continue;
+                    }
+                    // The uplink sends the IPv4 packet by destination address; the kernel picks the next hop.
+                    outPort = router.UplinkPort;
+                    nextMac = 0;
+                    Counters.Add((int)Counter.ToUplink);
                     break;
                 }
                 default:
@@ -337,10 +356,11 @@ public sealed class Ipv4RouteStage : Stage
             Code.RoutedConnected => $"{dst} matched {prefix} (local pods): next hop {new MacAddress(r.Y)} on port {names.PortName(r.B)}, ttl-1",
             Code.RoutedPeer => $"{dst} matched {prefix}: next hop peer {new Ipv4Address((uint)r.Y)} via tunnel port {names.PortName(r.B)}, ttl-1",
             Code.RoutedHost => $"{dst} matched {prefix} (default): to the host port {names.PortName(r.B)}, ttl-1",
+            Code.RoutedUplink => $"{dst} matched {prefix} (outside the cluster): out the uplink {names.PortName(r.B)}, ttl-1",
             Code.TimeExceeded => Icmp("TTL expired"),
             Code.NetUnreachable => Icmp($"no route ({(prefix.Length > 0 ? prefix : "none")})"),
             Code.HostUnreachable => Icmp("pod neighbor does not answer ARP"),
-            Code.FragNeeded => Icmp("DF packet larger than the tunnel MTU"),
+            Code.FragNeeded => Icmp("DF packet larger than the tunnel or uplink MTU"),
             Code.ArpRequest => $"{dst} matched {prefix} (local pods): MAC unknown, packet replaced by an ARP request",
             Code.EchoReply => $"{dst} is the gateway: echo reply",
             Code.Dropped => $"{dst}: dropped ({DropReasonName(r.B)}), no ICMP error allowed",

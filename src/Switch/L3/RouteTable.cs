@@ -12,6 +12,8 @@ public enum RouteKind : byte
     Peer,
     /// <summary>Anything else: handed to the node's own stack (the host port), which routes it on.</summary>
     Host,
+    /// <summary>Outside the cluster, with an uplink: sent from the node address (masqueraded) through the uplink.</summary>
+    Uplink,
     /// <summary>No route (a cluster address no node owns): ICMP destination net unreachable.</summary>
     Unreachable,
 }

@@ -46,6 +46,12 @@ public sealed class Router
     public NeighborTable Neighbors { get; } = new();
     public RouteTable Routes { get; private set; } = RouteTable.Empty;
     public ushort HostPort { get; set; } = PortIds.None;
+    /// <summary>The uplink port (None without one): the default route, and the way back to external clients.</summary>
+    public ushort UplinkPort { get; set; } = PortIds.None;
+    /// <summary>Largest IPv4 packet the uplink's interface takes.</summary>
+    public int UplinkMtu { get; set; } = 1500;
+    /// <summary>The node's own address (on the underlay); with an uplink, packets to it go to the host port.</summary>
+    public Ipv4Address? NodeAddress { get; set; }
     public MacAddress HostMac { get; set; }
     /// <summary>The overlay's tunnel port (None without an overlay).</summary>
     public ushort TunnelPort => Overlay?.TunnelPort ?? PortIds.None;
@@ -71,8 +77,16 @@ public sealed class Router
             }
         }
         var any = new Ipv4Prefix(Ipv4Address.Any, 0);
-        if (!routes.Any(r => r.Prefix == any))
+        if (UplinkPort != PortIds.None)
+        {
+            // The node's own address stays the node's (its kernel answers); everything else outside leaves by the uplink.
+            if (NodeAddress is { } node && HostPort != PortIds.None) routes.Add(new Route(new Ipv4Prefix(node, 32), RouteKind.Local, Via: "host"));
+            routes.Add(new Route(any, RouteKind.Uplink, Via: "uplink"));
+        }
+        else if (!routes.Any(r => r.Prefix == any))
+        {
             routes.Add(new Route(any, HostPort != PortIds.None ? RouteKind.Host : RouteKind.Unreachable, Via: HostPort != PortIds.None ? "host" : ""));
+        }
         Routes = new RouteTable(routes);
     }
 
