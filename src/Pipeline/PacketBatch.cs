@@ -19,6 +19,13 @@ public sealed class PacketBatch
 
     public void Add(int slot) => Slots[Count++] = slot;
 
+    /// <summary>Keeps the first <paramref name="count"/> packets (a port that received, then refused some).</summary>
+    public void Truncate(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)count, (uint)Count, nameof(count));
+        Count = count;
+    }
+
     public void Clear()
     {
         Count = 0;

@@ -261,6 +261,8 @@ public sealed partial class SwitchHost : IDisposable
             throw new PortException($"uplink.tap: {e.Message}", e.Errno);
         }
         _undo.Push(($"uplink tap {u.Tap}", port.Dispose));
+        // The TAP is a one-way door into the switch: no addresses, no IPv6 chatter from the node's kernel.
+        NetNs.TrySysctl($"net/ipv6/conf/{u.Tap}/disable_ipv6", "1");
         NetNs.BringUp(u.Tap, mtu);
         router.NodeAddress = node;
         router.UplinkMtu = mtu > 0 ? mtu : 1500;

@@ -50,6 +50,20 @@ public static class NetNs
 
     public static bool TryIp(params string[] args) => Run(args).Code == 0;
 
+    /// <summary>Writes /proc/sys/<paramref name="key"/> (slash-separated); false when it cannot (e.g. IPv6 disabled).</summary>
+    public static bool TrySysctl(string key, string value)
+    {
+        try
+        {
+            File.WriteAllText("/proc/sys/" + key, value);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>The interface's MTU (0 when it does not exist).</summary>
     public static int Mtu(string ifName) =>
         int.TryParse(File.Exists($"/sys/class/net/{ifName}/mtu") ? File.ReadAllText($"/sys/class/net/{ifName}/mtu").Trim() : "", out int mtu) ? mtu : 0;

@@ -93,6 +93,8 @@ public sealed unsafe class UplinkPort : IPacketPort
         return new UplinkPort(name, tap, tx, routerMac, underlay);
     }
 
+    /// <summary>Receives the steered frames. Only untagged IPv4 belongs here: anything else the node's kernel sends
+    /// out of the TAP (IPv6 neighbour discovery when it comes up, say) is dropped and counted, never bridged.</summary>
     public int Receive(PacketSlab slab, PacketBatch batch, int max)
     {
         int before = batch.Count;
@@ -100,15 +102,23 @@ public sealed unsafe class UplinkPort : IPacketPort
         PacketMeta[] meta = slab.Meta;
         int[] slots = batch.Slots;
         ulong mac = _routerMac;
+        int kept = before;
         for (int i = before; i < before + n; i++)
         {
             int s = slots[i];
             ref PacketMeta m = ref meta[s];
-            if (m.Length < EthernetHeader) continue; // the parser counts it
             byte* f = slab.SlotPointer(s) + m.Offset;
+            if (m.Length < EthernetHeader + 20 || f[12] != 0x08 || f[13] != 0x00)
+            {
+                Counters.Add((int)PortCounter.RxDropped);
+                slab.Free(s);
+                continue;
+            }
             for (int b = 0; b < 6; b++) f[b] = (byte)(mac >> (40 - 8 * b));
+            slots[kept++] = s;
         }
-        return n;
+        batch.Truncate(kept);
+        return kept - before;
     }
 
     /// <summary>Sends each frame's IPv4 packet to its destination address; anything else is counted as a tx error.</summary>

@@ -534,10 +534,20 @@ rm -f "$MANIFESTS/zz-broken.yaml"
 
 # ---------------------------------------------------------------- shutdown
 
-for n in 1 2; do
-    bg_stop "vs-n$n" TERM 10
-done
-left="$(ip -n "$(node_ns 1)" -o link show 2>/dev/null | grep -c "$HOST_IF" || true)"
+bg_stop vs-n1 TERM 10
+left="$(ip -n "$(node_ns 1)" -o link show 2>/dev/null | grep -c -e "$HOST_IF" -e vsw-up || true)"
 if [[ "$left" == 0 ]]; then pass "SIGTERM: the switch removed its interfaces"; else fail "SIGTERM cleanup ($left left)"; fi
+tables="$(in_ns "$(node_ns 1)" nft list tables 2>&1 || true)"
+if [[ "$tables" != *vswitch* ]]; then pass "SIGTERM: the steering tables are gone"; else fail "SIGTERM: steering tables left: $tables"; fi
+# A switch that dies without cleaning up must not leave the node black-holing its node ports:
+# the kernel drops the tables with their owner.
+bg_stop vs-n2 KILL 10
+tables="$(in_ns "$(node_ns 2)" nft list tables 2>&1 || true)"
+out_tcp "$(ul_ip 2)" 30080 1 2
+if [[ "$tables" != *vswitch* && "$OUT" =~ ^ERR\ ConnectionRefusedError ]]; then
+    pass "SIGKILL: the kernel removed the steering tables with their owner; node-2's node port is the kernel's again (refused, not black-holed)"
+else
+    fail "SIGKILL: tables [$tables], node port answer [$OUT]"
+fi
 
 finish
