@@ -586,6 +586,23 @@ public sealed class ServiceNatTests
     }
 
     [Fact]
+    public void Steady_state_service_nat_through_the_overlay_allocates_nothing()
+    {
+        // The whole path of ServicePipelineBenchmarks: conntrack hit + DNAT to a remote endpoint, route, VXLAN encap.
+        Node n = Build();
+        n.Apply(Svc("dns", Vip, 53, 5353, IpProtocol.Udp), Slice("dns", 5353, IpProtocol.Udp, ("10.244.2.3", "node-2", true), ("10.244.2.4", "node-2", true)));
+        n.Tunnel.RecordTx = false;
+        n.A.SetReplay([.. Enumerable.Range(0, 64).Select(i => Udp(RouterMac, PodA, "10.244.1.2", Vip, (ushort)(40000 + i), 53))]);
+        for (int i = 0; i < 50; i++) n.Dp.RunOnce();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 500; i++) n.Dp.RunOnce();
+        long after = GC.GetAllocatedBytesForCurrentThread();
+        Assert.Equal(0, after - before);
+        Assert.True(n.Tunnel.Counters[(int)PortCounter.TxPackets] >= 550 * 64, "every datagram left through the tunnel");
+        Assert.Equal(64, n.Stage.Counters[(int)ConntrackStage.Counter.New]);
+    }
+
+    [Fact]
     public void Uplink_steering_rules_and_set_updates_pass_nfts_own_check()
     {
         // nft -c parses and validates against the kernel without changing anything: the oracle for our rule text.
