@@ -18,34 +18,18 @@ namespace VSwitch.Tap;
 /// </summary>
 public sealed unsafe class UdpTunnelPort : IPacketPort
 {
-    private const int MaxBatch = 256;
-
     private readonly FdHandle _rxFd;
     private readonly MmsgReceiver _rx = new(sizeof(Native.SockAddrIn), 0);
-    private readonly FdHandle _txFd;
-    private readonly Native.MMsgHdr* _txMsgs;
-    private readonly Native.IoVec* _txIov;
-    private readonly Native.SockAddrIn* _txAddr;
+    private readonly RawIpv4Sender _tx;
     private bool _disposed;
 
-    private UdpTunnelPort(string name, uint localAddress, ushort port, FdHandle rx, FdHandle tx)
+    private UdpTunnelPort(string name, uint localAddress, ushort port, FdHandle rx, RawIpv4Sender tx)
     {
         Name = name;
         LocalAddress = localAddress;
         UdpPort = port;
         _rxFd = rx;
-        _txFd = tx;
-        _txMsgs = (Native.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.MMsgHdr)));
-        _txIov = (Native.IoVec*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.IoVec)));
-        _txAddr = (Native.SockAddrIn*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.SockAddrIn)));
-        for (int i = 0; i < MaxBatch; i++)
-        {
-            _txMsgs[i].Hdr.Iov = &_txIov[i];
-            _txMsgs[i].Hdr.IovLength = 1;
-            _txMsgs[i].Hdr.Name = &_txAddr[i];
-            _txMsgs[i].Hdr.NameLength = (uint)sizeof(Native.SockAddrIn);
-            _txAddr[i].Family = Native.AF_INET;
-        }
+        _tx = tx;
     }
 
     public string Name { get; }
@@ -65,7 +49,7 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
         int rx = Native.Socket(Native.AF_INET, Native.SOCK_DGRAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
         if (rx < 0) throw PortException.FromErrno("cannot open the overlay UDP socket", Marshal.GetLastPInvokeError());
         var rxHandle = new FdHandle(rx);
-        FdHandle? txHandle = null;
+        RawIpv4Sender? tx = null;
         try
         {
             int buf = 8 << 20;
@@ -86,19 +70,15 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
                 };
                 throw new PortException($"cannot bind the overlay UDP socket to {where}: {Native.ErrorText(e)}{hint}", e);
             }
-            int tx = Native.Socket(Native.AF_INET, Native.SOCK_RAW | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, Native.IPPROTO_RAW);
-            if (tx < 0) throw PortException.FromErrno("cannot open the overlay raw IPv4 socket", Marshal.GetLastPInvokeError());
-            txHandle = new FdHandle(tx);
-            if (Native.SetSockOpt(tx, Native.SOL_SOCKET, Native.SO_SNDBUFFORCE, &buf, sizeof(int)) < 0)
-                _ = Native.SetSockOpt(tx, Native.SOL_SOCKET, Native.SO_SNDBUF, &buf, sizeof(int));
+            tx = RawIpv4Sender.Open("the overlay", buf);
         }
         catch
         {
             rxHandle.Dispose();
-            txHandle?.Dispose();
+            tx?.Dispose();
             throw;
         }
-        return new UdpTunnelPort(name, localAddress, port, rxHandle, txHandle);
+        return new UdpTunnelPort(name, localAddress, port, rxHandle, tx);
     }
 
     private static string FormatAddress(uint a) => $"{a >> 24}.{(a >> 16) & 0xFF}.{(a >> 8) & 0xFF}.{a & 0xFF}";
@@ -138,19 +118,13 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
         int total = 0;
         long bytes = 0;
         PacketMeta[] meta = slab.Meta;
-        while (slots.Length > 0)
+        foreach (int slot in slots)
         {
-            int n = Math.Min(slots.Length, MaxBatch);
-            for (int i = 0; i < n; i++)
-            {
-                ref PacketMeta m = ref meta[slots[i]];
-                _txIov[i].Base = slab.SlotPointer(slots[i]) + m.Offset;
-                _txIov[i].Length = (nuint)m.Length;
-                _txAddr[i].Address = BinaryPrimitives.ReverseEndianness(m.PeerAddr);
-            }
-            total += Native.SendBatch(_txFd.Fd, _txMsgs, _txIov, n, Counters, ref bytes);
-            slots = slots[n..];
+            ref PacketMeta m = ref meta[slot];
+            if (_tx.IsFull) total += _tx.Flush(Counters, ref bytes);
+            _tx.Add(slab.SlotPointer(slot) + m.Offset, m.Length, BinaryPrimitives.ReverseEndianness(m.PeerAddr));
         }
+        total += _tx.Flush(Counters, ref bytes);
         Counters.Add((int)PortCounter.TxPackets, total);
         Counters.Add((int)PortCounter.TxBytes, bytes);
         return total;
@@ -162,9 +136,6 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
         _disposed = true;
         _rxFd.Dispose();
         _rx.Dispose();
-        _txFd.Dispose();
-        NativeMemory.Free(_txMsgs);
-        NativeMemory.Free(_txIov);
-        NativeMemory.Free(_txAddr);
+        _tx.Dispose();
     }
 }

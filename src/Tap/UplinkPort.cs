@@ -19,35 +19,20 @@ public sealed unsafe class UplinkPort : IPacketPort
 {
     /// <summary>SO_MARK of every packet the uplink sends ("VS").</summary>
     public const uint Mark = 0x5653;
-    private const int MaxBatch = 256;
     private const int EthernetHeader = 14;
 
     private readonly TapPort _tap;
-    private readonly FdHandle _txFd;
+    private readonly RawIpv4Sender _tx;
     private readonly ulong _routerMac;
-    private readonly Native.MMsgHdr* _txMsgs;
-    private readonly Native.IoVec* _txIov;
-    private readonly Native.SockAddrIn* _txAddr;
     private bool _disposed;
 
-    private UplinkPort(string name, TapPort tap, FdHandle tx, ulong routerMac, string underlay)
+    private UplinkPort(string name, TapPort tap, RawIpv4Sender tx, ulong routerMac, string underlay)
     {
         Name = name;
         _tap = tap;
-        _txFd = tx;
+        _tx = tx;
         _routerMac = routerMac;
         Underlay = underlay;
-        _txMsgs = (Native.MMsgHdr*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.MMsgHdr)));
-        _txIov = (Native.IoVec*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.IoVec)));
-        _txAddr = (Native.SockAddrIn*)NativeMemory.AllocZeroed((nuint)(MaxBatch * sizeof(Native.SockAddrIn)));
-        for (int i = 0; i < MaxBatch; i++)
-        {
-            _txMsgs[i].Hdr.Iov = &_txIov[i];
-            _txMsgs[i].Hdr.IovLength = 1;
-            _txMsgs[i].Hdr.Name = &_txAddr[i];
-            _txMsgs[i].Hdr.NameLength = (uint)sizeof(Native.SockAddrIn);
-            _txAddr[i].Family = Native.AF_INET;
-        }
     }
 
     public string Name { get; }
@@ -71,26 +56,15 @@ public sealed unsafe class UplinkPort : IPacketPort
     public static UplinkPort Open(string name, string tapName, ulong routerMac, string underlay)
     {
         TapPort tap = TapPort.Open(name, tapName);
-        FdHandle? tx = null;
         try
         {
-            int fd = Native.Socket(Native.AF_INET, Native.SOCK_RAW | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, Native.IPPROTO_RAW);
-            if (fd < 0) throw PortException.FromErrno("cannot open the uplink raw IPv4 socket", Marshal.GetLastPInvokeError());
-            tx = new FdHandle(fd);
-            int buf = 4 << 20;
-            if (Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_SNDBUFFORCE, &buf, sizeof(int)) < 0)
-                _ = Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_SNDBUF, &buf, sizeof(int));
-            uint mark = Mark;
-            if (Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_MARK, &mark, sizeof(uint)) < 0)
-                throw PortException.FromErrno("cannot mark the uplink socket (SO_MARK)", Marshal.GetLastPInvokeError());
+            return new UplinkPort(name, tap, RawIpv4Sender.Open("the uplink", 4 << 20, Mark), routerMac, underlay);
         }
         catch
         {
             tap.Dispose();
-            tx?.Dispose();
             throw;
         }
-        return new UplinkPort(name, tap, tx, routerMac, underlay);
     }
 
     /// <summary>Receives the steered frames. Only untagged IPv4 belongs here: anything else the node's kernel sends
@@ -127,28 +101,20 @@ public sealed unsafe class UplinkPort : IPacketPort
         int total = 0;
         long bytes = 0;
         PacketMeta[] meta = slab.Meta;
-        while (slots.Length > 0)
+        foreach (int slot in slots)
         {
-            int take = Math.Min(slots.Length, MaxBatch);
-            int n = 0;
-            for (int i = 0; i < take; i++)
+            ref PacketMeta m = ref meta[slot];
+            byte* f = slab.SlotPointer(slot) + m.Offset;
+            // Untagged IPv4 only (the router sends nothing else here).
+            if (m.Length < EthernetHeader + 20 || f[12] != 0x08 || f[13] != 0x00 || f[14] >> 4 != 4)
             {
-                ref PacketMeta m = ref meta[slots[i]];
-                byte* f = slab.SlotPointer(slots[i]) + m.Offset;
-                // Untagged IPv4 only (the router sends nothing else here).
-                if (m.Length < EthernetHeader + 20 || f[12] != 0x08 || f[13] != 0x00 || f[14] >> 4 != 4)
-                {
-                    Counters.Add((int)PortCounter.TxErrors);
-                    continue;
-                }
-                _txIov[n].Base = f + EthernetHeader;
-                _txIov[n].Length = (nuint)(m.Length - EthernetHeader);
-                _txAddr[n].Address = *(uint*)(f + EthernetHeader + 16);
-                n++;
+                Counters.Add((int)PortCounter.TxErrors);
+                continue;
             }
-            total += Native.SendBatch(_txFd.Fd, _txMsgs, _txIov, n, Counters, ref bytes);
-            slots = slots[take..];
+            if (_tx.IsFull) total += _tx.Flush(Counters, ref bytes);
+            _tx.Add(f + EthernetHeader, m.Length - EthernetHeader, *(uint*)(f + EthernetHeader + 16));
         }
+        total += _tx.Flush(Counters, ref bytes);
         Counters.Add((int)PortCounter.TxPackets, total);
         Counters.Add((int)PortCounter.TxBytes, bytes);
         return total;
@@ -159,9 +125,6 @@ public sealed unsafe class UplinkPort : IPacketPort
         if (_disposed) return;
         _disposed = true;
         _tap.Dispose();
-        _txFd.Dispose();
-        NativeMemory.Free(_txMsgs);
-        NativeMemory.Free(_txIov);
-        NativeMemory.Free(_txAddr);
+        _tx.Dispose();
     }
 }

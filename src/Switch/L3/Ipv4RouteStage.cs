@@ -170,15 +170,7 @@ public sealed class Ipv4RouteStage : Stage
                 }
                 case RouteKind.Peer:
                 {
-                    int mtu = overlay!.Options.OverlayMtu;
-                    if (ip.TotalLength > mtu)
-                    {
-                        if (ip.DontFragment)
-                            IcmpOrDrop<T>(ctx, s, ref m, next, i, IcmpType.DestinationUnreachable, IcmpUnreachableCode.FragmentationNeeded, (uint)mtu, Reason.FragNeeded, Counter.IcmpFragNeeded, Code.FragNeeded, dst);
-                        else
-                            next[i] = Drop(ref m, (int)Reason.TooBigNoDf);
-                        continue;
-                    }
+                    if (!Fits<T>(ctx, s, ref m, next, i, ip, overlay!.Options.OverlayMtu, dst)) continue;
                     OverlayPeer peer = overlay.Peer(route.Peer);
                     outPort = router.TunnelPort;
                     nextMac = peer.VtepMac.Value;
@@ -189,15 +181,7 @@ public sealed class Ipv4RouteStage : Stage
                 }
                 case RouteKind.Uplink:
                 {
-                    int mtu = router.UplinkMtu;
-                    if (ip.TotalLength > mtu)
-                    {
-                        if (ip.DontFragment)
-                            IcmpOrDrop<T>(ctx, s, ref m, next, i, IcmpType.DestinationUnreachable, IcmpUnreachableCode.FragmentationNeeded, (uint)mtu, Reason.FragNeeded, Counter.IcmpFragNeeded, Code.FragNeeded, dst);
-                        else
-                            next[i] = Drop(ref m, (int)Reason.TooBigNoDf);
-                        continue;
-                    }
+                    if (!Fits<T>(ctx, s, ref m, next, i, ip, router.UplinkMtu, dst)) continue;
                     // The uplink sends the IPv4 packet by destination address; the kernel picks the next hop.
                     outPort = router.UplinkPort;
                     nextMac = 0;
@@ -228,6 +212,19 @@ public sealed class Ipv4RouteStage : Stage
             if (route.Kind != RouteKind.Peer) m.PeerAddr = 0;
             Trace<T>(ctx, ref m, (Code)route.Kind, route, outPort, dst, nextHop != 0 ? nextHop : nextMac);
         }
+    }
+
+    /// <summary>True when the packet fits <paramref name="mtu"/>; otherwise it becomes ICMP fragmentation needed (DF set)
+    /// or is dropped (no software fragmentation).</summary>
+    private bool Fits<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> next, int i, Ipv4View ip, int mtu, uint dst)
+        where T : struct, ITraceMode
+    {
+        if (ip.TotalLength <= mtu) return true;
+        if (ip.DontFragment)
+            IcmpOrDrop<T>(ctx, s, ref m, next, i, IcmpType.DestinationUnreachable, IcmpUnreachableCode.FragmentationNeeded, (uint)mtu, Reason.FragNeeded, Counter.IcmpFragNeeded, Code.FragNeeded, dst);
+        else
+            next[i] = Drop(ref m, (int)Reason.TooBigNoDf);
+        return false;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
