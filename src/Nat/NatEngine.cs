@@ -27,7 +27,10 @@ public sealed record NatOptions
     public bool Masquerade { get; init; } = true;
     /// <summary>Source ports (and ICMP ids) masquerade uses on the node address: above the kernel's default ephemeral
     /// range (32768–60999), so the node's own sockets never collide with them.</summary>
-    public ushort MasqueradePortMin { get; init; } = 61440;
+    public ushort MasqueradePortMin { get; init; } = DefaultMasqueradePortMin;
+
+    /// <summary>Clear of Linux's ephemeral ports (32768-60999), so replies to the node's own connections stay the node's.</summary>
+    public const ushort DefaultMasqueradePortMin = 61440;
     public ushort MasqueradePortMax { get; init; } = 65535;
     public int AffinityCapacity { get; init; } = 65_536;
 }

@@ -85,8 +85,6 @@ public sealed partial class SwitchHost : IDisposable
             NodeName = c.Node.Name,
             // Masquerade needs an uplink to send from the node address; without one, egress goes to the host untranslated.
             Masquerade = c.Uplink is { Masquerade: true },
-            MasqueradePortMin = ConfigLoader.MasqueradePortMin,
-            MasqueradePortMax = 65535,
         };
     }
 
@@ -264,7 +262,6 @@ public sealed partial class SwitchHost : IDisposable
         // The TAP is a one-way door into the switch: no addresses, no IPv6 chatter from the node's kernel.
         NetNs.TrySysctl($"net/ipv6/conf/{u.Tap}/disable_ipv6", "1");
         NetNs.BringUp(u.Tap, mtu);
-        router.NodeAddress = node;
         router.UplinkMtu = mtu > 0 ? mtu : 1500;
         Datapath.AddPort(port, PortRole.Uplink);
         Steering = UplinkSteering.Load(underlay, u.Tap, node, nat.MasqueradePortMin, nat.MasqueradePortMax);

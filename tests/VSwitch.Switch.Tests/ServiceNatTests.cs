@@ -72,8 +72,7 @@ public sealed class ServiceNatTests
         var up = new MemoryPort("uplink");
         if (uplink)
         {
-            dp.Router!.NodeAddress = Ip("198.18.0.1");
-            dp.Router.UplinkMtu = 1500;
+            dp.Router!.UplinkMtu = 1500;
             dp.AddPort(up, PortRole.Uplink);
         }
         dp.Router!.HostMac = HostMac;

@@ -447,12 +447,9 @@ public static class ConfigLoader
             errors.Add($"services.nodeAddress: '{s.NodeAddress}' is not a unicast IPv4 address");
         if (s.ReloadSeconds is < 0.1 or > 3600) errors.Add($"services.reloadSeconds: {s.ReloadSeconds} is out of range 0.1..3600");
         if (s.Manifests is not null && s.Manifests.Length == 0) errors.Add("services.manifests: empty path");
-        if (TryParsePortRange(s.NodePortRange, out ushort npMin, out ushort npMax) && npMax >= MasqueradePortMin)
-            errors.Add($"services.nodePortRange: {npMin}-{npMax} overlaps the masquerade ports {MasqueradePortMin}-65535");
+        if (TryParsePortRange(s.NodePortRange, out ushort npMin, out ushort npMax) && npMax >= Nat.NatOptions.DefaultMasqueradePortMin)
+            errors.Add($"services.nodePortRange: {npMin}-{npMax} overlaps the masquerade ports {Nat.NatOptions.DefaultMasqueradePortMin}-65535");
     }
-
-    /// <summary>First source port egress masquerade uses (to 65535), clear of Linux's ephemeral range 32768-60999.</summary>
-    public const ushort MasqueradePortMin = 61440;
 
     private static void ValidateUplink(SwitchConfig c, List<string> errors, HashSet<string> ifaces)
     {

@@ -50,8 +50,6 @@ public sealed class Router
     public ushort UplinkPort { get; set; } = PortIds.None;
     /// <summary>Largest IPv4 packet the uplink's interface takes.</summary>
     public int UplinkMtu { get; set; } = 1500;
-    /// <summary>The node's own address (on the underlay); with an uplink, packets to it go to the host port.</summary>
-    public Ipv4Address? NodeAddress { get; set; }
     public MacAddress HostMac { get; set; }
     /// <summary>The overlay's tunnel port (None without an overlay).</summary>
     public ushort TunnelPort => Overlay?.TunnelPort ?? PortIds.None;
@@ -80,7 +78,7 @@ public sealed class Router
         if (UplinkPort != PortIds.None)
         {
             // The node's own address stays the node's (its kernel answers); everything else outside leaves by the uplink.
-            if (NodeAddress is { } node && HostPort != PortIds.None) routes.Add(new Route(new Ipv4Prefix(node, 32), RouteKind.Local, Via: "host"));
+            if (Nat?.Options.NodeAddress is { } node && HostPort != PortIds.None) routes.Add(new Route(new Ipv4Prefix(node, 32), RouteKind.Local, Via: "host"));
             routes.Add(new Route(any, RouteKind.Uplink, Via: "uplink"));
         }
         else if (!routes.Any(r => r.Prefix == any))
