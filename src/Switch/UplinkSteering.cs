@@ -23,7 +23,6 @@ public sealed class UplinkSteering : IDisposable
     public const string NotrackTable = "vswitch_notrack";
 
     private readonly Nftables _nft;
-    private readonly Lock _gate = new();
 
     private UplinkSteering(Nftables nft, string underlay, string tap, Ipv4Address node)
     {
@@ -119,20 +118,18 @@ public sealed class UplinkSteering : IDisposable
     public void Update(ServiceTable services)
     {
         string commands = SetCommands(services, out int nodePorts, out int external);
-        lock (_gate)
+        // Called only by the manifest loader, one load at a time; the context serializes its own calls.
+        try
         {
-            try
-            {
-                _nft.Run(commands);
-                NodePorts = nodePorts;
-                ExternalFrontends = external;
-                LastError = null;
-            }
-            catch (PortException e)
-            {
-                LastError = e.Message;
-                throw;
-            }
+            _nft.Run(commands);
+            NodePorts = nodePorts;
+            ExternalFrontends = external;
+            LastError = null;
+        }
+        catch (PortException e)
+        {
+            LastError = e.Message;
+            throw;
         }
     }
 

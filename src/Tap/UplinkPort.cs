@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using VSwitch.Pipeline;
+using VSwitch.Pipeline.Wire;
 
 namespace VSwitch.Tap;
 
@@ -75,7 +76,7 @@ public sealed unsafe class UplinkPort : IPacketPort
         int n = _tap.Receive(slab, batch, max);
         PacketMeta[] meta = slab.Meta;
         int[] slots = batch.Slots;
-        ulong mac = _routerMac;
+        var mac = new MacAddress(_routerMac);
         int kept = before;
         for (int i = before; i < before + n; i++)
         {
@@ -88,7 +89,7 @@ public sealed unsafe class UplinkPort : IPacketPort
                 slab.Free(s);
                 continue;
             }
-            for (int b = 0; b < 6; b++) f[b] = (byte)(mac >> (40 - 8 * b));
+            mac.Write(new Span<byte>(f, 6));
             slots[kept++] = s;
         }
         batch.Truncate(kept);
@@ -104,15 +105,15 @@ public sealed unsafe class UplinkPort : IPacketPort
         foreach (int slot in slots)
         {
             ref PacketMeta m = ref meta[slot];
-            byte* f = slab.SlotPointer(slot) + m.Offset;
-            // Untagged IPv4 only (the router sends nothing else here).
-            if (m.Length < EthernetHeader + 20 || f[12] != 0x08 || f[13] != 0x00 || f[14] >> 4 != 4)
+            // Untagged IPv4 only (the router sends nothing else here); the parser already said what the frame holds.
+            if (m.EtherType != EtherType.Ipv4 || (m.Flags & PacketFlags.Tagged) != 0 || m.Length < m.L3Offset + 20)
             {
                 Counters.Add((int)PortCounter.TxErrors);
                 continue;
             }
+            byte* ip = slab.SlotPointer(slot) + m.Offset + m.L3Offset;
             if (_tx.IsFull) total += _tx.Flush(Counters, ref bytes);
-            _tx.Add(f + EthernetHeader, m.Length - EthernetHeader, *(uint*)(f + EthernetHeader + 16));
+            _tx.Add(ip, m.Length - m.L3Offset, *(uint*)(ip + 16));
         }
         total += _tx.Flush(Counters, ref bytes);
         Counters.Add((int)PortCounter.TxPackets, total);
