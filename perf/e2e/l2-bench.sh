@@ -620,20 +620,7 @@ if [[ -r /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
     log "note: net.bridge.bridge-nf-call-iptables=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables) (bridged IPv4 traverses netfilter; left as is)"
 fi
 
-# Is anything else busy right now?  CPU use over one second from /proc/stat
-# (the load average lags by a minute and stays high after a previous run).
-BUSY_AT_START="$("$PY" - <<'EOF'
-import time
-def sample():
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    return sum(v), v[3] + v[4]
-t0, i0 = sample(); time.sleep(1); t1, i1 = sample()
-print("%.0f" % (100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
-EOF
-)"
-if ((BUSY_AT_START > 10)); then
-    log "WARNING: machine not idle (${BUSY_AT_START}% CPU busy before starting): results will be noisy"
-fi
+check_idle
 
 START=$SECONDS
 for dp in "${SELECTED[@]}"; do

@@ -419,18 +419,7 @@ run_datapath() { # run_datapath DP
 log "overlay-bench: runs=$RUNS datapaths=${SELECTED[*]} duration=${DURATION}s$( ((CHECK_ONLY)) && echo ' (--check: set-up only, no measurements)')"
 log "$PIN_NOTE"
 
-BUSY_AT_START="$("$PY" - <<'EOF'
-import time
-def sample():
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    return sum(v), v[3] + v[4]
-t0, i0 = sample(); time.sleep(1); t1, i1 = sample()
-print("%.0f" % (100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
-EOF
-)"
-if ((BUSY_AT_START > 10)); then
-    log "WARNING: machine not idle (${BUSY_AT_START}% CPU busy before starting): results will be noisy"
-fi
+check_idle
 
 START=$SECONDS
 for dp in "${SELECTED[@]}"; do

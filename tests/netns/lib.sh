@@ -464,6 +464,23 @@ lock_held_by_ancestor() {
 }
 
 # bench_lock: take $LOCK_FILE for the rest of the script (waiting up to $LOCK_WAIT s), unless a parent already holds it.
+# check_idle: CPU use over one second from /proc/stat into BUSY_AT_START (the load average lags by a minute and
+# stays high after a previous run); warns when above 10%, since results would be noisy.
+check_idle() {
+    BUSY_AT_START="$("$PY" - <<'EOF'
+import time
+def sample():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+t0, i0 = sample(); time.sleep(1); t1, i1 = sample()
+print("%.0f" % (100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
+EOF
+)"
+    if ((BUSY_AT_START > 10)); then
+        log "WARNING: machine not idle (${BUSY_AT_START}% CPU busy before starting): results will be noisy"
+    fi
+}
+
 bench_lock() {
     touch "$LOCK_FILE"
     if lock_held_by_ancestor; then
