@@ -23,6 +23,8 @@ public sealed class VxlanEncapStage : Stage
         [Description("Broadcast/multicast/unknown-unicast frames replicated to the peers")] Flooded,
         [Description("Copies sent by head-end replication")] FloodCopies,
         [Description("Replicated copies not made: no free buffer")] CopyNoBuffer,
+        [Description("Super-frames cut into segments in software before encapsulation")] Segmented,
+        [Description("Super-frames or partial-checksum frames not finishable in software (malformed, or no buffer): dropped")] UnfinishedDropped,
     }
 
     public enum Reason
@@ -41,6 +43,7 @@ public sealed class VxlanEncapStage : Stage
     private readonly Overlay _overlay;
     private readonly PortTable _ports;
     private int[] _copies = new int[256];
+    private int[] _scratch = [];
 
     public VxlanEncapStage(Overlay overlay, PortTable ports, string next = "port-tx")
         : base("vxlan-encap", [next], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
@@ -49,8 +52,30 @@ public sealed class VxlanEncapStage : Stage
         _ports = ports;
     }
 
+    /// <summary>Frames for the tunnel (or replicated to the peers) are finished first: the outer packet goes out as it is.</summary>
+    private readonly struct Egress(Overlay overlay, PortTable ports) : IEgressOffloads
+    {
+        public PortOffloads For(ref PacketMeta m)
+        {
+            ushort tunnel = overlay.TunnelPort;
+            if (tunnel == PortIds.None) return PortOffloads.All;
+            if (m.OutPort == tunnel) return PortOffloads.None;
+            bool replicated = m.OutPort == PortIds.Flood && overlay.Options.Learning
+                && (m.Flags & PacketFlags.LocalOnly) == 0 && ports.Role(m.InPort) != PortRole.Tunnel;
+            return replicated ? PortOffloads.None : PortOffloads.All;
+        }
+    }
+
     public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
     {
+        if (_scratch.Length < batch.Capacity) _scratch = new int[batch.Capacity];
+        var egress = new Egress(_overlay, _ports);
+        int unfinished = Offload.Resolve(ctx.Slab, batch, ref egress, _scratch, out int segmented);
+        if ((unfinished | segmented) != 0)
+        {
+            Counters.Add((int)Counter.Segmented, segmented);
+            Counters.Add((int)Counter.UnfinishedDropped, unfinished);
+        }
         if (batch.HasTraced) Run<TraceOn>(ctx, batch, next);
         else Run<TraceOff>(ctx, batch, next);
     }

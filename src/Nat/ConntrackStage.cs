@@ -190,7 +190,7 @@ public sealed class ConntrackStage : Stage
                     e.Bytes0 += total;
                 }
                 e.Expires = now + ct.TimeoutFor(ref e);
-                if (e.IsNat) NatRewrite.Apply(ip, dir == 0 ? e.Reply.Inverse() : e.Orig.Inverse());
+                if (e.IsNat) NatRewrite.Apply(ip, dir == 0 ? e.Reply.Inverse() : e.Orig.Inverse(), (m.Flags & PacketFlags.ChecksumPartial) != 0);
                 m.CtIndex = r;
                 Counters.Add((int)Counter.Hits);
                 if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
@@ -271,7 +271,7 @@ public sealed class ConntrackStage : Stage
         x.Rule = rule;
         x.Packets0 = 1;
         x.Bytes0 = ip.Length;
-        if (x.IsNat) NatRewrite.Apply(ip, reply.Inverse());
+        if (x.IsNat) NatRewrite.Apply(ip, reply.Inverse(), (m.Flags & PacketFlags.ChecksumPartial) != 0);
         m.CtIndex = e * 2;
         Counters.Add((int)Counter.New);
         if ((status & CtStatus.Loose) != 0) Counters.Add((int)Counter.Loose);
@@ -364,7 +364,7 @@ public sealed class ConntrackStage : Stage
         x.Rule = rule;
         x.Packets0 = 1;
         x.Bytes0 = ip.Length;
-        NatRewrite.Apply(ip, reply.Inverse());
+        NatRewrite.Apply(ip, reply.Inverse(), (m.Flags & PacketFlags.ChecksumPartial) != 0);
         m.CtIndex = e * 2;
         Counters.Add((int)Counter.New);
         Counters.Add((int)Counter.Dnat);

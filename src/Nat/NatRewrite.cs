@@ -23,19 +23,22 @@ public static class NatRewrite
 
     /// <summary>
     /// Rewrites the packet so it carries <paramref name="to"/>'s addresses and ports. <paramref name="ip"/> spans the
-    /// whole IPv4 packet. Non-first fragments get their addresses only.
+    /// whole IPv4 packet. Non-first fragments get their addresses only. With <paramref name="partial"/> (the packet's
+    /// TCP/UDP checksum is left to the transmitter, <see cref="VSwitch.Pipeline.PacketFlags.ChecksumPartial"/>), the
+    /// checksum field holds only the pseudo-header sum: address changes are applied to that sum and port changes not
+    /// at all (the kernel's inet_proto_csum_replace with CHECKSUM_PARTIAL).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Apply(Span<byte> ip, in FlowKey to)
+    public static void Apply(Span<byte> ip, in FlowKey to, bool partial = false)
     {
         int ihl = (ip[0] & 0x0F) * 4;
         bool first = (BinaryPrimitives.ReadUInt16BigEndian(ip[6..]) & 0x1FFF) == 0;
-        Apply(ip, ihl, first ? ip.Length - ihl : 0, to);
+        Apply(ip, ihl, first ? ip.Length - ihl : 0, to, partial);
     }
 
     /// <summary>The rewrite with the transport header found by the caller: <paramref name="l4Available"/> is how many
     /// transport bytes are present (fewer than the datagram inside an ICMP quote; 0 for a non-first fragment).</summary>
-    internal static void Apply(Span<byte> ip, int ihl, int l4Available, in FlowKey to)
+    internal static void Apply(Span<byte> ip, int ihl, int l4Available, in FlowKey to, bool partial = false)
     {
         uint oldSrc = BinaryPrimitives.ReadUInt32BigEndian(ip[12..]);
         uint oldDst = BinaryPrimitives.ReadUInt32BigEndian(ip[16..]);
@@ -45,10 +48,13 @@ public static class NatRewrite
         int co = ChecksumOffset(proto);
         bool hasL4 = co >= 0 && l4Available >= co + 2 && l4Available >= 4;
         ushort lc = hasL4 ? BinaryPrimitives.ReadUInt16BigEndian(l4[co..]) : (ushort)0;
-        // A UDP checksum of 0 means "none": it stays 0.
-        bool updateL4 = hasL4 && !(proto == IpProtocol.Udp && lc == 0);
+        partial &= hasL4 && proto is IpProtocol.Tcp or IpProtocol.Udp;
+        // A UDP checksum of 0 means "none": it stays 0 (a partial one is a pseudo-header sum, never "none").
+        bool updateL4 = hasL4 && (partial || !(proto == IpProtocol.Udp && lc == 0));
         // TCP and UDP checksums cover the addresses (pseudo-header); ICMP's does not.
         bool addrInL4 = proto != IpProtocol.Icmp;
+        // A partial checksum is the uncomplemented pseudo-header sum: update its complement, complement back.
+        if (partial) lc = (ushort)~lc;
         if (oldSrc != to.Src)
         {
             hc = Checksum.Update(hc, oldSrc, to.Src);
@@ -60,6 +66,12 @@ public static class NatRewrite
             hc = Checksum.Update(hc, oldDst, to.Dst);
             if (updateL4 && addrInL4) lc = Checksum.Update(lc, oldDst, to.Dst);
             BinaryPrimitives.WriteUInt32BigEndian(ip[16..], to.Dst);
+        }
+        if (partial)
+        {
+            lc = (ushort)~lc;
+            updateL4 = false; // ports are summed by whoever completes the checksum
+            BinaryPrimitives.WriteUInt16BigEndian(l4[co..], lc);
         }
         BinaryPrimitives.WriteUInt16BigEndian(ip[10..], hc);
         if (l4Available < 4) return;

@@ -29,6 +29,9 @@ public interface IPacketPort : IDisposable
     /// <summary>File descriptor to wait on for readability, or -1 when the port is polled (memory).</summary>
     int PollHandle { get; }
     CounterSet Counters { get; }
+    /// <summary>Offloads the port's kernel side was offered and takes (TSO super-frames, partial checksums); frames that
+    /// need one the port lacks are finished in software before they reach <see cref="Send"/>.</summary>
+    PortOffloads Offloads => PortOffloads.None;
 
     /// <summary>Receives up to <paramref name="max"/> frames into newly allocated slab slots appended to <paramref name="batch"/>;
     /// sets each packet's Offset, Length and InPort. Returns the number received (0 when none is waiting).</summary>

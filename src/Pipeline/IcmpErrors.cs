@@ -49,7 +49,7 @@ public static class IcmpErrors
         int quote = Math.Min(ip.TotalLength, MaxQuote);
         uint to = ip.Source.Value;
         ulong origSrcMac = m.SrcMac;
-        int room = slab.SlotSize - m.Offset;
+        int room = slab.SizeOf(slot) - m.Offset;
         int newLength = EthernetView.HeaderSize + Ipv4View.MinHeaderSize + IcmpView.HeaderSize + quote;
         if (newLength > room) quote -= newLength - room;
         newLength = EthernetView.HeaderSize + Ipv4View.MinHeaderSize + IcmpView.HeaderSize + quote;
@@ -73,7 +73,9 @@ public static class IcmpErrors
         m.DstMac = origSrcMac;
         m.SrcMac = routerMac;
         m.EtherType = EtherType.Ipv4;
-        m.Flags &= ~PacketFlags.Tagged;
+        m.Flags &= ~(PacketFlags.Tagged | PacketFlags.ChecksumPartial | PacketFlags.ChecksumValid);
+        m.Gso = GsoType.None;
+        m.GsoSize = 0;
         m.VlanId = 0;
         return to;
     }

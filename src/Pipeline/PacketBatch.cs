@@ -26,6 +26,15 @@ public sealed class PacketBatch
         Count = count;
     }
 
+    /// <summary>Replaces the packets from position <paramref name="from"/> on with <paramref name="tail"/> (a stage that
+    /// turned one super-frame into its segments, in place and in order).</summary>
+    public void ReplaceTail(int from, ReadOnlySpan<int> tail)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)from, (uint)Count, nameof(from));
+        tail.CopyTo(Slots.AsSpan(from));
+        Count = from + tail.Length;
+    }
+
     public void Clear()
     {
         Count = 0;

@@ -14,8 +14,14 @@ public sealed class StageGraph
     private readonly long[] _calls;
     private readonly long[] _packets;
 
-    public StageGraph(IReadOnlyList<Stage> stages, int batchCapacity = PacketBatch.DefaultCapacity)
+    /// <param name="stages">The stages, in topological order, drop last.</param>
+    /// <param name="batchCapacity">Most packets one input batch holds.</param>
+    /// <param name="pendingCapacity">Most packets a stage's pending batch holds: more than <paramref name="batchCapacity"/>
+    /// when a stage may turn one packet into several (a super-frame into its segments); the slab's slot count is a
+    /// bound that can never be exceeded. Defaults to <paramref name="batchCapacity"/>.</param>
+    public StageGraph(IReadOnlyList<Stage> stages, int batchCapacity = PacketBatch.DefaultCapacity, int pendingCapacity = 0)
     {
+        pendingCapacity = Math.Max(pendingCapacity, batchCapacity);
         if (stages.Count < 2) throw new ArgumentException("a graph needs an entry stage and drop", nameof(stages));
         if (stages[^1] is not DropStage) throw new ArgumentException("the last stage must be drop", nameof(stages));
         _stages = [.. stages];
@@ -40,8 +46,8 @@ public sealed class StageGraph
             }
         }
         _pending = new PacketBatch[_stages.Length];
-        for (int i = 0; i < _pending.Length; i++) _pending[i] = new PacketBatch(batchCapacity);
-        _next = new byte[batchCapacity];
+        for (int i = 0; i < _pending.Length; i++) _pending[i] = new PacketBatch(pendingCapacity);
+        _next = new byte[pendingCapacity];
         _calls = new long[_stages.Length];
         _packets = new long[_stages.Length];
         BatchCapacity = batchCapacity;
@@ -76,11 +82,13 @@ public sealed class StageGraph
 
     private void RunStage(WorkerContext ctx, int i, PacketBatch batch)
     {
+        _calls[i]++;
+        _packets[i] += batch.Count;
+        // A stage may replace packets of its batch with several (segments), up to the batch's capacity: it sees the whole
+        // next array and the count is read again afterwards.
+        _stages[i].Process(ctx, batch, _next.AsSpan(0, batch.Capacity));
         int count = batch.Count;
         Span<byte> next = _next.AsSpan(0, count);
-        _calls[i]++;
-        _packets[i] += count;
-        _stages[i].Process(ctx, batch, next);
         int[] edges = _edges[i];
         if (edges.Length == 1 && i == _stages.Length - 1) return; // drop is a sink
         int[] slots = batch.Slots;

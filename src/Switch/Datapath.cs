@@ -14,6 +14,9 @@ public sealed record DatapathOptions
 {
     public int BatchSize { get; init; } = 64;
     public int Slots { get; init; } = 4096;
+    /// <summary>Large (64 KB) slots for ports with offloads, which may receive TCP super-frames; 0 when no port has them.
+    /// Everything received is freed by the end of its batch, so twice the batch size is plenty.</summary>
+    public int LargeSlots { get; init; }
     public int MacTableSize { get; init; } = 8192;
     public TimeSpan MacAging { get; init; } = TimeSpan.FromSeconds(300);
     public MacTableFullPolicy MacTableFullPolicy { get; init; } = MacTableFullPolicy.Flood;
@@ -48,7 +51,8 @@ public sealed class Datapath : IDisposable
         Options = options;
         Time = time ?? TimeProvider.System;
         if (options.BatchSize is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "batch size must be 1..256");
-        Slab = new PacketSlab(Math.Max(options.Slots, options.BatchSize * 2));
+        if (options.LargeSlots is < 0 or > 4096) throw new ArgumentOutOfRangeException(nameof(options), "large slots must be 0..4096");
+        Slab = new PacketSlab(Math.Max(options.Slots, options.BatchSize * 2), largeCapacity: options.LargeSlots);
         Context = new WorkerContext(Slab, Time);
         long agingTicks = (long)(options.MacAging.TotalSeconds * Time.TimestampFrequency);
         Macs = new MacTable(options.MacTableSize, agingTicks);
@@ -78,7 +82,8 @@ public sealed class Datapath : IDisposable
         if (Overlay is not null) stages.Add(new VxlanEncapStage(Overlay, Ports));
         stages.Add(new PortTxStage(Ports));
         stages.Add(new DropStage());
-        Graph = new StageGraph(stages, options.BatchSize);
+        // A super-frame cut into segments for a port without TSO becomes many packets: pending batches can hold every slot.
+        Graph = new StageGraph(stages, options.BatchSize, Slab.Capacity + Slab.LargeCapacity);
         Router?.RebuildRoutes();
         _rx = new PacketBatch(options.BatchSize);
         StartedAt = Time.GetTimestamp();
@@ -106,6 +111,8 @@ public sealed class Datapath : IDisposable
         if (role == PortRole.Tunnel && Overlay is null) throw new InvalidOperationException("a tunnel port needs an overlay");
         if (role is PortRole.Host or PortRole.Uplink && Router is null) throw new InvalidOperationException($"a {role} port needs routing (a pod CIDR)");
         if (role != PortRole.Access && Ports.All().Any(p => Ports.Role(p.Id) == role)) throw new InvalidOperationException($"only one {role} port");
+        if (port.Offloads != PortOffloads.None && Slab.LargeCapacity == 0)
+            throw new InvalidOperationException($"port '{port.Name}' has offloads and may receive 64 KB super-frames: the datapath needs large slots (DatapathOptions.LargeSlots)");
         ushort id = Ports.Add(port, role);
         if (role == PortRole.Tunnel)
         {

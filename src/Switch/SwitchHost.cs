@@ -30,6 +30,7 @@ public sealed partial class SwitchHost : IDisposable
         {
             BatchSize = config.Datapath.BatchSize,
             Slots = config.Datapath.Slots,
+            LargeSlots = UsesOffloads(config) ? 2 * config.Datapath.BatchSize : 0,
             BusyPoll = TimeSpan.FromMicroseconds(config.Datapath.BusyPollMicros),
             MacTableSize = config.Bridge.MacTableSize,
             MacAging = TimeSpan.FromSeconds(config.Bridge.MacAgingSeconds),
@@ -40,6 +41,11 @@ public sealed partial class SwitchHost : IDisposable
         });
         NodeName = config.Node.Name ?? Environment.MachineName;
     }
+
+    /// <summary>A TAP port with offloads on (the default for tap).</summary>
+    private static bool PortOffloads(PortConfig p) => p.Type == "tap" && (p.Offloads ?? true);
+
+    private static bool UsesOffloads(SwitchConfig c) => c.Ports.Any(PortOffloads) || c.Host is { Offloads: true };
 
     private static RouterOptions? BuildRouterOptions(SwitchConfig c)
     {
@@ -190,7 +196,7 @@ public sealed partial class SwitchHost : IDisposable
         TapPort tap;
         try
         {
-            tap = TapPort.Open("host", ifName);
+            tap = TapPort.Open("host", ifName, host.Offloads);
         }
         catch (PortException e)
         {
@@ -318,7 +324,7 @@ public sealed partial class SwitchHost : IDisposable
         TapPort tap;
         try
         {
-            tap = TapPort.Open(pc.Name!, ifName);
+            tap = TapPort.Open(pc.Name!, ifName, PortOffloads(pc));
         }
         catch (PortException e)
         {

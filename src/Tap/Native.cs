@@ -57,7 +57,15 @@ internal static unsafe partial class Native
     public const ulong TUNGETIFF = 0x800454d2;
     public const short IFF_TAP = 0x0002;
     public const short IFF_NO_PI = 0x1000;
+    /// <summary>Each frame read or written is preceded by a struct virtio_net_hdr (offloads).</summary>
     public const short IFF_VNET_HDR = 0x4000;
+    /// <summary>_IOW('T', 208, unsigned int): which offloads this reader takes (the argument is the value, not a pointer).</summary>
+    public const ulong TUNSETOFFLOAD = 0x400454d0;
+    /// <summary>_IOW('T', 216, int): the size of the virtio-net header (the argument points to it).</summary>
+    public const ulong TUNSETVNETHDRSZ = 0x400454d8;
+    public const uint TUN_F_CSUM = 0x01;
+    public const uint TUN_F_TSO4 = 0x02;
+    public const uint TUN_F_TSO6 = 0x04;
 
     public const int EPOLL_CLOEXEC = 0x80000;
     public const int EPOLL_CTL_ADD = 1;

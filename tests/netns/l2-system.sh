@@ -78,6 +78,11 @@ bridge:
   macAgingSeconds: 300
 ports:
 EOF
+# pod-a and pod-b: TAPs with offloads (the default): TCP crosses them in 64 KB
+# super-frames with partial checksums.  pod-c: a TAP with offloads off, so the
+# switch must cut super-frames from pod-a into segments and finish their
+# checksums in software (as it must for pod-d's AF_PACKET port).
+declare -A OFFLOADS=([a]=true [b]=true [c]=false)
 for p in a b c; do
     cat >>"$CONFIG" <<EOF
   - name: ${PORT[$p]}
@@ -87,6 +92,7 @@ for p in a b c; do
     ifName: eth0
     address: ${IP[$p]}/$PLEN
     mtu: 1500
+    offloads: ${OFFLOADS[$p]}
 EOF
 done
 cat >>"$CONFIG" <<EOF
@@ -152,11 +158,19 @@ for p in a b c; do
     fi
 done
 
-# Checksum offload is not supported by the switch yet: make every pod send
-# complete frames.
-for p in "${PODS[@]}"; do
+# pod-a and pod-b keep the offloads their TAP offers (TSO, checksum offload);
+# pod-c and pod-d send complete frames.
+for p in c d; do
     if link_exists eth0 "${NS[$p]}"; then
         offloads_off eth0 "${NS[$p]}"
+    fi
+done
+for p in a b; do
+    if in_ns "${NS[$p]}" ethtool -k eth0 2>/dev/null | grep -q '^tcp-segmentation-offload: on'; then
+        pass "${PORT[$p]}: eth0 in ${NS[$p]} offers TSO (the TAP negotiated offloads)"
+    else
+        in_ns "${NS[$p]}" ethtool -k eth0 >"$WORK/ethtool-$p.txt" 2>&1 || true
+        fail "${PORT[$p]}: eth0 in ${NS[$p]} offers TSO (the TAP negotiated offloads)" "$WORK/ethtool-$p.txt"
     fi
 done
 
@@ -233,10 +247,79 @@ EOF
     fi
 }
 
-iperf_check a b tcp # TAP -> TAP
+# port_avg_rx PORT: average bytes per frame the switch received on PORT.
+port_avg_rx() {
+    vs ports 2>/dev/null | "$PY" -c '
+import sys
+rows = [l.split() for l in sys.stdin.read().splitlines() if l.strip()]
+h = rows[0]
+for r in rows[1:]:
+    if r[0] == sys.argv[1]:
+        p, b = int(r[h.index("RX-PKTS")]), int(r[h.index("RX-BYTES")])
+        print(b // p if p else 0)
+' "$1"
+}
+
+# stage_counter STAGE COUNTER: a stage event counter from 'vswitch counters'.
+stage_counter() {
+    vs counters 2>/dev/null | awk -v s="$1" -v c="$2" '$1 == s && $2 == c { print $3; found = 1 } END { if (!found) print 0 }'
+}
+
+iperf_check a b tcp # TAP -> TAP, both with offloads: super-frames end to end
+avg="$(port_avg_rx "${PORT[a]}")"
+if [[ "$avg" =~ ^[0-9]+$ ]] && ((avg > 1514)); then
+    pass "offloads: ${PORT[a]} received TCP super-frames (average $avg bytes per read, above the 1514-byte MTU frame)"
+else
+    fail "offloads: ${PORT[a]} received TCP super-frames (average ${avg:-?} bytes per read)"
+fi
 iperf_check a b udp
-iperf_check a d tcp # TAP -> AF_PACKET
+seg0="$(stage_counter port-tx segmented)"
+iperf_check a c tcp # TAP with offloads -> TAP without: segmented in software
+iperf_check a d tcp # TAP with offloads -> AF_PACKET: segmented in software
 iperf_check a d udp
+seg1="$(stage_counter port-tx segmented)"
+if [[ "$seg0" =~ ^[0-9]+$ && "$seg1" =~ ^[0-9]+$ ]] && ((seg1 > seg0)); then
+    pass "offloads: port-tx cut $((seg1 - seg0)) super-frames into segments for ports without TSO"
+else
+    vs counters >"$WORK/counters-seg.txt" 2>&1 || true
+    fail "offloads: port-tx cut super-frames into segments for ports without TSO (segmented ${seg0:-?} -> ${seg1:-?})" "$WORK/counters-seg.txt"
+fi
+
+# The segments pod-c receives are complete frames with good checksums
+# (tshark checks every IP and TCP checksum of pod-a's side of the stream).
+PCAPC="$WORK/pod-c-tcp.pcapng"
+start_bg tshark-c timeout 20 ip netns exec "${NS[c]}" \
+    tshark -i eth0 -f "tcp port 5201" -c 400 -a duration:12 -w "$PCAPC"
+if wait_for 8 grep -q "Capturing on" "$(bg_log tshark-c)"; then
+    sleep 0.5
+    start_bg srv-seg timeout 15 ip netns exec "${NS[c]}" iperf3 -s -1 -B "${IP[c]}" -p 5201
+    wait_for 5 tcp_listening "${NS[c]}" 5201 || true
+    in_ns "${NS[a]}" timeout 10 iperf3 -c "${IP[c]}" -p 5201 -t 1 -b 20M >/dev/null 2>&1 || true
+    bg_wait srv-seg 10 || bg_stop srv-seg
+    bg_wait tshark-c 15 || bg_stop tshark-c
+    SEGF="$WORK/pod-c-tcp.txt"
+    tshark -r "$PCAPC" -o tcp.check_checksum:TRUE -o ip.check_checksum:TRUE -Y "ip.src == ${IP[a]}" \
+        -T fields -E separator=/t -e frame.len -e ip.checksum.status -e tcp.checksum.status -e tcp.len >"$SEGF" 2>/dev/null || true
+    verdict="$("$PY" - "$SEGF" <<'EOF' 2>&1 || true
+import sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l.strip()]
+bad = [r for r in rows if len(r) < 4 or int(r[0]) > 1514 or r[1] != "1" or r[2] != "1"]
+data = sum(1 for r in rows if len(r) >= 4 and r[3].isdigit() and int(r[3]) > 0)
+if not rows: print("FAIL no TCP from pod-a captured")
+elif bad: print("FAIL %d of %d frames oversize or with a bad checksum, e.g. %s" % (len(bad), len(rows), bad[0]))
+elif data == 0: print("FAIL no data segments captured")
+else: print("OK %d frames (%d with data), all <= 1514 bytes, IP and TCP checksums good" % (len(rows), data))
+EOF
+)"
+    if [[ "$verdict" == OK* ]]; then
+        pass "tshark on pod-c eth0: segments of pod-a's super-frames intact (${verdict#OK })"
+    else
+        fail "tshark on pod-c eth0: segments of pod-a's super-frames intact (${verdict#FAIL })" "$SEGF"
+    fi
+else
+    fail "tshark on pod-c eth0: capture did not start" "$(bg_log tshark-c)"
+    bg_stop tshark-c
+fi
 
 # ---------------------------------------------------------------- broadcast
 

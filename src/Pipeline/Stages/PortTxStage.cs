@@ -13,6 +13,8 @@ public sealed class PortTxStage : Stage
         [System.ComponentModel.Description("Packets flooded to all ports but the ingress")] Flooded,
         [System.ComponentModel.Description("Copies transmitted by flooding")] FloodCopies,
         [System.ComponentModel.Description("Frames a port did not accept (queue full or error)")] TxRefused,
+        [System.ComponentModel.Description("Super-frames cut into segments in software for a port without TSO")] Segmented,
+        [System.ComponentModel.Description("Super-frames or partial-checksum frames not finishable in software (malformed, or no buffer): dropped")] UnfinishedDropped,
     }
 
     public enum Reason
@@ -24,6 +26,9 @@ public sealed class PortTxStage : Stage
     private readonly PortTable _ports;
     private int[][] _perPort = [];
     private int[] _perPortCount = [];
+    private PortOffloads[] _offloads = [];
+    private PortOffloads _floodOffloads;
+    private int[] _scratch = [];
 
     public PortTxStage(PortTable ports)
         : base("port-tx", [], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
@@ -38,12 +43,34 @@ public sealed class PortTxStage : Stage
         _perPort = new int[n][];
         for (int i = 0; i < n; i++) _perPort[i] = new int[batchCapacity];
         _perPortCount = new int[n];
+        _offloads = new PortOffloads[n];
+        _floodOffloads = PortOffloads.All;
+        for (int p = 0; p < _ports.Count; p++)
+        {
+            _offloads[p] = _ports[p]!.Offloads;
+            if (_ports.Role(p) is not (PortRole.Tunnel or PortRole.Uplink)) _floodOffloads &= _offloads[p];
+        }
+    }
+
+    /// <summary>What each packet's egress takes: its port's offloads, or what every flood target takes.</summary>
+    private readonly struct Egress(PortOffloads[] ports, PortOffloads flood) : IEgressOffloads
+    {
+        public PortOffloads For(ref PacketMeta m) =>
+            m.OutPort == PortIds.Flood ? flood : m.OutPort < ports.Length ? ports[m.OutPort] : PortOffloads.All;
     }
 
     public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
     {
         EnsureCapacity(batch.Capacity);
         PacketSlab slab = ctx.Slab;
+        if (_scratch.Length < batch.Capacity) _scratch = new int[batch.Capacity];
+        var egress = new Egress(_offloads, _floodOffloads);
+        int unfinished = Offload.Resolve(slab, batch, ref egress, _scratch, out int segmented);
+        if ((unfinished | segmented) != 0)
+        {
+            Counters.Add((int)Counter.Segmented, segmented);
+            Counters.Add((int)Counter.UnfinishedDropped, unfinished);
+        }
         PacketMeta[] meta = slab.Meta;
         int[] slots = batch.Slots;
         int portCount = _ports.Count;

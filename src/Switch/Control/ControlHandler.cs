@@ -129,16 +129,21 @@ public sealed class ControlHandler
 
     private string Ports()
     {
-        var rows = new List<string[]> { new[] { "PORT", "ID", "KIND", "INTERFACE", "RX-PKTS", "RX-BYTES", "RX-DROP", "RX-ERR", "TX-PKTS", "TX-BYTES", "TX-DROP", "TX-ERR" } };
+        var rows = new List<string[]> { new[] { "PORT", "ID", "KIND", "INTERFACE", "OFFLOADS", "RX-PKTS", "RX-BYTES", "RX-DROP", "RX-ERR", "TX-PKTS", "TX-BYTES", "TX-DROP", "TX-ERR" } };
         foreach (IPacketPort p in Datapath.Ports.All())
         {
             CounterSet c = p.Counters;
             rows.Add([p.Name, p.Id.ToString(CultureInfo.InvariantCulture), p.Kind, p.InterfaceName.Length == 0 ? "-" : p.InterfaceName,
-                N(c[(int)PortCounter.RxPackets]), N(c[(int)PortCounter.RxBytes]), N(c[(int)PortCounter.RxDropped]), N(c[(int)PortCounter.RxErrors]),
+                OffloadNames(p.Offloads), N(c[(int)PortCounter.RxPackets]), N(c[(int)PortCounter.RxBytes]), N(c[(int)PortCounter.RxDropped]), N(c[(int)PortCounter.RxErrors]),
                 N(c[(int)PortCounter.TxPackets]), N(c[(int)PortCounter.TxBytes]), N(c[(int)PortCounter.TxDropped]), N(c[(int)PortCounter.TxErrors])]);
         }
         return Table(rows);
     }
+
+    /// <summary>As ethtool names them: tx-checksumming, tcp-segmentation-offload (IPv4, IPv6).</summary>
+    private static string OffloadNames(PortOffloads o) => o == PortOffloads.None ? "-" : string.Join(',',
+        new[] { (PortOffloads.Checksum, "csum"), (PortOffloads.Tso4, "tso4"), (PortOffloads.Tso6, "tso6") }
+            .Where(x => (o & x.Item1) != 0).Select(x => x.Item2));
 
     private string Macs()
     {

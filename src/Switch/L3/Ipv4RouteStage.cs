@@ -219,7 +219,10 @@ public sealed class Ipv4RouteStage : Stage
     private bool Fits<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> next, int i, Ipv4View ip, int mtu, uint dst)
         where T : struct, ITraceMode
     {
-        if (ip.TotalLength <= mtu) return true;
+        int size = ip.TotalLength;
+        // A super-frame leaves as segments: what must fit is one segment (IPv4 and TCP headers plus the MSS).
+        if (m.Gso != GsoType.None && ip.Payload.Length >= 20) size = Math.Min(size, ip.HeaderLength + (ip.Payload[12] >> 4) * 4 + m.GsoSize);
+        if (size <= mtu) return true;
         if (ip.DontFragment)
             IcmpOrDrop<T>(ctx, s, ref m, next, i, IcmpType.DestinationUnreachable, IcmpUnreachableCode.FragmentationNeeded, (uint)mtu, Reason.FragNeeded, Counter.IcmpFragNeeded, Code.FragNeeded, dst);
         else
