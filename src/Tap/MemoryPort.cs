@@ -9,7 +9,8 @@ namespace VSwitch.Tap;
 /// </summary>
 public sealed class MemoryPort : IPacketPort
 {
-    private readonly Queue<(byte[] Frame, uint Peer)> _rx = new();
+    private readonly Queue<(byte[] Frame, uint Peer, GsoType Gso, ushort Mss, bool Partial)> _rx = new();
+    private readonly List<(GsoType Gso, ushort Mss, PacketFlags Flags)> _txOffload = [];
     private byte[][] _replay = [];
     private int _replayNext;
     private readonly List<byte[]> _tx = [];
@@ -37,7 +38,21 @@ public sealed class MemoryPort : IPacketPort
     public int PendingRx => _rx.Count;
 
     /// <summary>Queues a frame to be received; <paramref name="peer"/> plays the outer source address when the port is a tunnel.</summary>
-    public void Inject(ReadOnlySpan<byte> frame, uint peer = 0) => _rx.Enqueue((frame.ToArray(), peer));
+    public void Inject(ReadOnlySpan<byte> frame, uint peer = 0) => _rx.Enqueue((frame.ToArray(), peer, GsoType.None, 0, false));
+
+    /// <summary>Queues a TCP super-frame (or, with <see cref="GsoType.None"/>, a frame with a partial checksum) as a TAP
+    /// with offloads would deliver it. Needs <see cref="Offloads"/>.</summary>
+    public void InjectOffloaded(ReadOnlySpan<byte> frame, GsoType gso, ushort mss)
+    {
+        if (Offloads == PortOffloads.None) throw new InvalidOperationException("the port has no offloads");
+        _rx.Enqueue((frame.ToArray(), 0, gso, mss, true));
+    }
+
+    /// <summary>What this port takes (as a TAP with IFF_VNET_HDR would); none by default.</summary>
+    public PortOffloads Offloads { get; init; }
+
+    /// <summary>Per transmitted frame (when <see cref="RecordTx"/>): its super-frame type, MSS and checksum flags.</summary>
+    public IReadOnlyList<(GsoType Gso, ushort Mss, PacketFlags Flags)> TransmittedOffload => _txOffload;
 
     /// <summary>Replay these frames cyclically on every receive (benchmark source).</summary>
     public void SetReplay(IEnumerable<byte[]> frames)
@@ -50,6 +65,7 @@ public sealed class MemoryPort : IPacketPort
     {
         _tx.Clear();
         _txPeers.Clear();
+        _txOffload.Clear();
     }
 
     public int Receive(PacketSlab slab, PacketBatch batch, int max)
@@ -59,10 +75,13 @@ public sealed class MemoryPort : IPacketPort
         {
             byte[] frame;
             uint peer;
-            if (_rx.Count > 0) (frame, peer) = _rx.Peek();
+            GsoType gso = GsoType.None;
+            ushort mss = 0;
+            bool partial = false;
+            if (_rx.Count > 0) (frame, peer, gso, mss, partial) = _rx.Peek();
             else if (_replay.Length > 0) (frame, peer) = (_replay[_replayNext], ReplayPeer);
             else break;
-            if (frame.Length > slab.MaxFrameLength)
+            if (frame.Length > (Offloads == PortOffloads.None ? slab.MaxFrameLength : slab.MaxLargeFrameLength))
             {
                 if (_rx.Count > 0) _rx.Dequeue();
                 Counters.Add((int)PortCounter.RxDropped);
@@ -77,6 +96,12 @@ public sealed class MemoryPort : IPacketPort
             else if (++_replayNext == _replay.Length) _replayNext = 0;
             slab.Meta[slot].InPort = Id;
             slab.Meta[slot].PeerAddr = peer;
+            if (partial)
+            {
+                slab.Meta[slot].Gso = gso;
+                slab.Meta[slot].GsoSize = mss;
+                slab.Meta[slot].Flags |= PacketFlags.ChecksumPartial;
+            }
             batch.Add(slot);
             n++;
             Counters.Add((int)PortCounter.RxBytes, frame.Length);
@@ -93,6 +118,7 @@ public sealed class MemoryPort : IPacketPort
             {
                 _tx.Add(slab.Frame(slot).ToArray());
                 _txPeers.Add(slab.Meta[slot].PeerAddr);
+                _txOffload.Add((slab.Meta[slot].Gso, slab.Meta[slot].GsoSize, slab.Meta[slot].Flags & (PacketFlags.ChecksumPartial | PacketFlags.ChecksumValid)));
             }
             Counters.Add((int)PortCounter.TxBytes, slab.Meta[slot].Length);
         }
