@@ -70,7 +70,9 @@ public sealed class VxlanEncapStage : Stage
     {
         if (_scratch.Length < batch.Capacity) _scratch = new int[batch.Capacity];
         var egress = new Egress(_overlay, _ports);
-        int unfinished = Offload.Resolve(ctx.Slab, batch, ref egress, _scratch, out int segmented);
+        // Only ports with offloads (which need large slots) bring super-frames or partial checksums.
+        int segmented = 0;
+        int unfinished = ctx.Slab.LargeCapacity == 0 ? 0 : Offload.Resolve(ctx.Slab, batch, ref egress, _scratch, out segmented);
         if ((unfinished | segmented) != 0)
         {
             Counters.Add((int)Counter.Segmented, segmented);

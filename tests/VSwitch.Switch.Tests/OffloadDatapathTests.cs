@@ -74,8 +74,8 @@ public class OffloadDatapathTests
         Assert.Equal(dp.Slab.LargeCapacity, dp.Slab.LargeFreeCount);
     }
 
-    [Fact]
-    public void A_super_frame_to_another_node_is_cut_into_segments_that_fit_the_tunnel_then_encapsulated()
+    /// <summary>A node with one pod port with offloads, a tunnel and one peer (10.244.2.0/24 behind 198.18.0.2).</summary>
+    private static (Datapath Dp, MemoryPort Pod, MemoryPort Tunnel) OverlayNode()
     {
         var dp = new Datapath(new DatapathOptions
         {
@@ -90,6 +90,13 @@ public class OffloadDatapathTests
         dp.AddPort(tunnel, PortRole.Tunnel);
         dp.AddPeer("node-2", Ip("198.18.0.2"), new Ipv4Prefix(Ip("10.244.2.0"), 24), PeerVtep);
         dp.Router!.Neighbors.AddPermanent(Ip("10.244.1.2"), PodA, ida);
+        return (dp, a, tunnel);
+    }
+
+    [Fact]
+    public void A_super_frame_to_another_node_is_cut_into_segments_that_fit_the_tunnel_then_encapsulated()
+    {
+        (Datapath dp, MemoryPort a, MemoryPort tunnel) = OverlayNode();
         int mss = 1450 - 40; // the pod's MTU is the overlay's
         a.InjectOffloaded(SuperFrame(RouterMac, "10.244.2.5", 9_000), GsoType.Tcp4, (ushort)mss);
         dp.RunOnce();
@@ -101,19 +108,7 @@ public class OffloadDatapathTests
     [Fact]
     public void A_super_frame_whose_segments_exceed_the_tunnel_mtu_gets_frag_needed()
     {
-        var dp = new Datapath(new DatapathOptions
-        {
-            Slots = 1024,
-            LargeSlots = 8,
-            Router = new RouterOptions { PodCidr = new Ipv4Prefix(Ip("10.244.1.0"), 24), RouterMac = RouterMac },
-            Overlay = new OverlayOptions { LocalAddress = Ip("198.18.0.1") },
-        });
-        var a = new MemoryPort("pod-a") { Offloads = PortOffloads.All };
-        var tunnel = new MemoryPort("vxlan");
-        ushort ida = dp.AddPort(a);
-        dp.AddPort(tunnel, PortRole.Tunnel);
-        dp.AddPeer("node-2", Ip("198.18.0.2"), new Ipv4Prefix(Ip("10.244.2.0"), 24), PeerVtep);
-        dp.Router!.Neighbors.AddPermanent(Ip("10.244.1.2"), PodA, ida);
+        (Datapath dp, MemoryPort a, MemoryPort tunnel) = OverlayNode();
         a.InjectOffloaded(SuperFrame(RouterMac, "10.244.2.5", 9_000), GsoType.Tcp4, 1460); // a 1500-MTU pod's MSS
         dp.RunOnce();
         Assert.Empty(tunnel.Transmitted);

@@ -65,7 +65,9 @@ public sealed class PortTxStage : Stage
         PacketSlab slab = ctx.Slab;
         if (_scratch.Length < batch.Capacity) _scratch = new int[batch.Capacity];
         var egress = new Egress(_offloads, _floodOffloads);
-        int unfinished = Offload.Resolve(slab, batch, ref egress, _scratch, out int segmented);
+        // Only ports with offloads (which need large slots) bring super-frames or partial checksums.
+        int segmented = 0;
+        int unfinished = slab.LargeCapacity == 0 ? 0 : Offload.Resolve(slab, batch, ref egress, _scratch, out segmented);
         if ((unfinished | segmented) != 0)
         {
             Counters.Add((int)Counter.Segmented, segmented);
