@@ -93,12 +93,8 @@ public static unsafe class Offload
     }
 
     /// <summary>Offset of the checksum within the transport header for the protocols a partial checksum may be left in.</summary>
-    private static int ChecksumField(byte protocol) => protocol switch
-    {
-        IpProtocol.Tcp => 16,
-        IpProtocol.Udp => 6,
-        _ => -1,
-    };
+    private static int ChecksumField(byte protocol) =>
+        protocol is IpProtocol.Tcp or IpProtocol.Udp ? Checksum.TransportChecksumOffset(protocol) : -1;
 
     /// <summary>
     /// Reads a virtio-net header into the packet's metadata (the frame is at <paramref name="f"/>). A partial checksum at
@@ -239,8 +235,8 @@ public static unsafe class Offload
             {
                 BinaryPrimitives.WriteUInt16BigEndian(ip[2..], (ushort)(segLen - l3));
                 BinaryPrimitives.WriteUInt16BigEndian(ip[4..], (ushort)(ipId + k));
-                ip[10] = ip[11] = 0;
-                BinaryPrimitives.WriteUInt16BigEndian(ip[10..], Checksum.Compute(ip[..(l4 - l3)]));
+                Ipv4View.TryCreate(ip, out Ipv4View v4); // the header was valid in the super-frame and its lengths fit
+                v4.UpdateChecksum();
             }
             var tcp = new Span<byte>(d + l4, segLen - l4);
             BinaryPrimitives.WriteUInt32BigEndian(tcp[4..], seq + (uint)(k * mss));

@@ -43,9 +43,9 @@ public sealed partial class SwitchHost : IDisposable
     }
 
     /// <summary>A TAP port with offloads on (the default for tap).</summary>
-    private static bool PortOffloads(PortConfig p) => p.Type == "tap" && (p.Offloads ?? true);
+    private static bool HasOffloads(PortConfig p) => p.Type == "tap" && (p.Offloads ?? true);
 
-    private static bool UsesOffloads(SwitchConfig c) => c.Ports.Any(PortOffloads) || c.Host is { Offloads: true };
+    private static bool UsesOffloads(SwitchConfig c) => c.Ports.Any(HasOffloads) || c.Host is { Offloads: true };
 
     private static RouterOptions? BuildRouterOptions(SwitchConfig c)
     {
@@ -324,7 +324,7 @@ public sealed partial class SwitchHost : IDisposable
         TapPort tap;
         try
         {
-            tap = TapPort.Open(pc.Name!, ifName, PortOffloads(pc));
+            tap = TapPort.Open(pc.Name!, ifName, HasOffloads(pc));
         }
         catch (PortException e)
         {

@@ -81,51 +81,19 @@ public sealed unsafe class TapPort : IPacketPort
         return new TapPort(name, ifName, handle, !existed, offloads);
     }
 
-    public int Receive(PacketSlab slab, PacketBatch batch, int max) =>
-        Offloads == PortOffloads.None ? ReceivePlain(slab, batch, max) : ReceiveOffloaded(slab, batch, max);
-
-    private int ReceivePlain(PacketSlab slab, PacketBatch batch, int max)
+    /// <summary>Non-blocking reads straight into slots until EAGAIN or <paramref name="max"/>. With offloads each read lands
+    /// as [virtio-net header][frame] in a large slot, the frame at the slot's headroom and the header just before it.</summary>
+    public int Receive(PacketSlab slab, PacketBatch batch, int max)
     {
         int received = 0;
         int fd = _fd.Fd;
-        int room = slab.SlotSize - slab.Headroom;
+        bool offloads = Offloads != PortOffloads.None;
+        int hs = offloads ? Offload.VirtioHeaderSize : 0;
+        int room = (offloads ? slab.LargeSlotSize : slab.SlotSize) - slab.Headroom + hs;
         PacketMeta[] meta = slab.Meta;
         while (received < max)
         {
-            if (!slab.TryAlloc(out int slot))
-            {
-                Counters.Add((int)PortCounter.RxDropped);
-                break;
-            }
-            nint n = Native.Read(fd, slab.SlotPointer(slot) + slab.Headroom, room);
-            if (n <= 0)
-            {
-                slab.Free(slot);
-                if (n < 0 && ReadFailed()) continue;
-                break;
-            }
-            ref PacketMeta m = ref meta[slot];
-            m.Length = (int)n;
-            m.InPort = Id;
-            batch.Add(slot);
-            received++;
-            Counters.Add((int)PortCounter.RxBytes, n);
-        }
-        Counters.Add((int)PortCounter.RxPackets, received);
-        return received;
-    }
-
-    /// <summary>Each read lands as [virtio-net header][frame] with the frame at the slot's headroom, in a large slot.</summary>
-    private int ReceiveOffloaded(PacketSlab slab, PacketBatch batch, int max)
-    {
-        int received = 0;
-        int fd = _fd.Fd;
-        int hs = Offload.VirtioHeaderSize;
-        int room = slab.LargeSlotSize - slab.Headroom + hs;
-        PacketMeta[] meta = slab.Meta;
-        while (received < max)
-        {
-            if (!slab.TryAllocLarge(out int slot))
+            if (!(offloads ? slab.TryAllocLarge(out int slot) : slab.TryAlloc(out slot)))
             {
                 Counters.Add((int)PortCounter.RxDropped);
                 break;
@@ -143,7 +111,7 @@ public sealed unsafe class TapPort : IPacketPort
             ref PacketMeta m = ref meta[slot];
             m.Length = (int)n - hs;
             m.InPort = Id;
-            if (!Offload.Import(h, h + hs, m.Length, ref m))
+            if (offloads && !Offload.Import(h, h + hs, m.Length, ref m))
             {
                 slab.Free(slot);
                 Counters.Add((int)PortCounter.RxDropped);

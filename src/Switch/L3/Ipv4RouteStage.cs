@@ -221,7 +221,7 @@ public sealed class Ipv4RouteStage : Stage
     {
         int size = ip.TotalLength;
         // A super-frame leaves as segments: what must fit is one segment (IPv4 and TCP headers plus the MSS).
-        if (m.Gso != GsoType.None && ip.Payload.Length >= 20) size = Math.Min(size, ip.HeaderLength + (ip.Payload[12] >> 4) * 4 + m.GsoSize);
+        if (m.Gso != GsoType.None && TcpView.TryCreate(ip.Payload, out TcpView tcp)) size = Math.Min(size, ip.HeaderLength + tcp.HeaderLength + m.GsoSize);
         if (size <= mtu) return true;
         if (ip.DontFragment)
             IcmpOrDrop<T>(ctx, s, ref m, next, i, IcmpType.DestinationUnreachable, IcmpUnreachableCode.FragmentationNeeded, (uint)mtu, Reason.FragNeeded, Counter.IcmpFragNeeded, Code.FragNeeded, dst);
