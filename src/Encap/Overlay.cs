@@ -54,6 +54,7 @@ public sealed class Overlay
     private readonly Dictionary<uint, int> _byAddress = [];
     private readonly Dictionary<ulong, FdbEntry> _fdb = [];
     private OverlayPeer[] _peerArray = [];
+    private ushort[] _sourcePorts = [];
 
     public Overlay(OverlayOptions options, long agingTicks)
     {
@@ -68,6 +69,18 @@ public sealed class Overlay
     /// <summary>All peers, static first; indexes are stable (peers are never removed while the worker runs).</summary>
     public IReadOnlyList<OverlayPeer> Peers => _peerArray;
     public int FdbCount => _fdb.Count;
+
+    /// <summary>Makes the outer UDP source port one of <paramref name="ports"/> (the tunnel port's send sockets) instead of
+    /// any port in 49152-65535, so runs of datagrams can leave as GSO sends from the socket bound to their port. Before
+    /// the worker starts.</summary>
+    public void UseSourcePorts(IReadOnlyList<ushort> ports) => _sourcePorts = [.. ports];
+
+    /// <summary>The outer UDP source port for an inner flow hash (RFC 7348 §5): stable per flow, spread over flows.</summary>
+    public ushort SourcePort(uint flowHash) =>
+        _sourcePorts.Length > 0 ? _sourcePorts[flowHash % (uint)_sourcePorts.Length] : DefaultSourcePort(flowHash);
+
+    /// <summary>A port in 49152-65535 from the flow hash.</summary>
+    public static ushort DefaultSourcePort(uint flowHash) => (ushort)(0xC000 | (flowHash & 0x3FFF));
 
     public int AddPeer(string name, Ipv4Address address, Ipv4Prefix? podCidr, MacAddress vtepMac, bool isStatic = true)
     {

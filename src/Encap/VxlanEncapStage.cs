@@ -129,7 +129,7 @@ public sealed class VxlanEncapStage : Stage
                     continue;
                 }
                 OverlayPeer op = ov.Peer(peer);
-                ushort sport = SourcePort(slab.SlotPointer(s) + m.Offset, m.Length);
+                ushort sport = ov.SourcePort(FlowHash(slab.SlotPointer(s) + m.Offset, m.Length));
                 m.Offset -= OverlayPeer.OuterSize;
                 m.Length += OverlayPeer.OuterSize;
                 op.WriteOuter(slab.SlotPointer(s) + m.Offset, m.Length - OverlayPeer.OuterSize, sport);
@@ -162,7 +162,7 @@ public sealed class VxlanEncapStage : Stage
         IReadOnlyList<OverlayPeer> peers = _overlay.Peers;
         if (m.Length > maxInner) return copies;
         byte* src = slab.SlotPointer(s) + m.Offset;
-        ushort sport = SourcePort(src, m.Length);
+        ushort sport = _overlay.SourcePort(FlowHash(src, m.Length));
         for (int p = 0; p < peers.Count; p++)
         {
             if (!slab.TryAlloc(out int c))
@@ -191,9 +191,10 @@ public sealed class VxlanEncapStage : Stage
     }
 
     /// <summary>UDP source port in 49152-65535 from a hash of the inner flow (addresses, protocol, ports), so one flow
-    /// keeps one port and different flows spread over the underlay's ECMP paths and receive queues.</summary>
+    /// keeps one port and different flows spread over the underlay's ECMP paths and receive queues (the port when no
+    /// send-socket ports are given: <see cref="Overlay.SourcePort"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe ushort SourcePort(byte* frame, int length) => (ushort)(0xC000 | (FlowHash(frame, length) & 0x3FFF));
+    public static unsafe ushort SourcePort(byte* frame, int length) => Overlay.DefaultSourcePort(FlowHash(frame, length));
 
     /// <summary>Hash of the inner IPv4 5-tuple (ports only for the first fragment of TCP/UDP), else of the MAC addresses.</summary>
     public static unsafe uint FlowHash(byte* f, int length)

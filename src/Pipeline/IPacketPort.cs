@@ -11,6 +11,8 @@ public enum PortCounter
     [System.ComponentModel.Description("Bytes transmitted")] TxBytes,
     [System.ComponentModel.Description("Frames not transmitted because the kernel queue was full")] TxDropped,
     [System.ComponentModel.Description("Transmit errors reported by the kernel")] TxErrors,
+    [System.ComponentModel.Description("Super-frames received: TSO frames from a TAP, TCP segment trains coalesced from the tunnel's UDP GRO")] RxSuperFrames,
+    [System.ComponentModel.Description("Super-frames transmitted: TSO frames to a TAP, datagram trains sent with UDP GSO on the tunnel")] TxSuperFrames,
 }
 
 /// <summary>
@@ -32,6 +34,9 @@ public interface IPacketPort : IDisposable
     /// <summary>Offloads the port's kernel side was offered and takes (TSO super-frames, partial checksums); frames that
     /// need one the port lacks are finished in software before they reach <see cref="Send"/>.</summary>
     PortOffloads Offloads => PortOffloads.None;
+    /// <summary>True when the port holds received data it could not hand over in the last <see cref="Receive"/> (the
+    /// batch filled up): the worker calls Receive again without waiting for the descriptor to become readable.</summary>
+    bool HasPending => false;
 
     /// <summary>Receives up to <paramref name="max"/> frames into newly allocated slab slots appended to <paramref name="batch"/>;
     /// sets each packet's Offset, Length and InPort. Returns the number received (0 when none is waiting).</summary>

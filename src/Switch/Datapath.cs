@@ -180,18 +180,25 @@ public sealed class Datapath : IDisposable
     private void WorkerLoop()
     {
         Span<ulong> ready = stackalloc ulong[64];
-        Span<int> active = stackalloc int[64];
+        Span<int> active = stackalloc int[128];
+        Span<int> carry = stackalloc int[64];
+        int carried = 0;
         Epoll ep = _epoll!;
         long busyTicks = (long)(Options.BusyPoll.TotalSeconds * Time.TimestampFrequency);
         long lastTraffic = long.MinValue / 2;
         while (!_stop)
         {
             bool spinning = busyTicks > 0 && Time.GetTimestamp() - lastTraffic < busyTicks;
-            int n = ep.Wait(ready, spinning ? 0 : 200, out _);
+            int n = ep.Wait(ready, spinning || carried > 0 ? 0 : 200, out _);
             DrainCommands();
             // Serve ready ports in rounds until none returns a full batch (bounded, so commands and sweeps keep running).
+            // Ports still holding received data (HasPending) are served next time round whether or not their descriptor
+            // is readable.
             int a = 0;
             for (int i = 0; i < n; i++) active[a++] = (int)ready[i];
+            for (int c = 0; c < carried; c++)
+                if (!active[..a].Contains(carry[c])) active[a++] = carry[c];
+            carried = 0;
             for (int round = 0; round < 16 && a > 0; round++)
             {
                 int still = 0;
@@ -200,10 +207,12 @@ public sealed class Datapath : IDisposable
                     IPacketPort port = Ports[active[i]]!;
                     int got = Poll(port);
                     if (got > 0) lastTraffic = Context.Now;
-                    if (got == Options.BatchSize) active[still++] = active[i];
+                    if (got == Options.BatchSize || port.HasPending) active[still++] = active[i];
                 }
                 a = still;
             }
+            for (int i = 0; i < a && carried < carry.Length; i++)
+                if (Ports[active[i]]!.HasPending) carry[carried++] = active[i];
             Housekeeping();
         }
         DrainCommands();

@@ -231,6 +231,7 @@ public sealed partial class SwitchHost : IDisposable
         }
         _undo.Push(("overlay socket", tunnel.Dispose));
         Datapath.AddPort(tunnel, PortRole.Tunnel);
+        Datapath.Overlay!.UseSourcePorts(tunnel.SourcePorts);
         foreach (PeerConfig p in o.Peers)
         {
             Ipv4Prefix? cidr = null;
@@ -239,7 +240,8 @@ public sealed partial class SwitchHost : IDisposable
                 : cidr is { } c ? RouterOptions.DefaultRouterMac(c) : MacAddress.Zero;
             Datapath.AddPeer(p.Name!, Ipv4Address.Parse(p.Address!), cidr, vtep);
         }
-        LogOverlay(oo.LocalAddress.ToString(), oo.UdpPort, oo.Vni, o.Peers.Count, oo.Learning ? "on" : "off");
+        LogOverlay(oo.LocalAddress.ToString(), oo.UdpPort, oo.Vni, o.Peers.Count, oo.Learning ? "on" : "off",
+            tunnel.Gso ? $"udp gso from {tunnel.SourcePorts.Count} source ports" : "udp gso unavailable", tunnel.Gro ? "on" : "unavailable");
     }
 
     /// <summary>The uplink: a TAP fed by nftables steering on the node's interface, a raw socket to send, and the
@@ -375,8 +377,8 @@ public sealed partial class SwitchHost : IDisposable
     [LoggerMessage(Level = LogLevel.Information, Message = "port {Name}: {Kind} {Interface}{Detail}")]
     private partial void LogPortOpened(string name, string kind, string @interface, string detail);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "overlay: vxlan on {Local}:{Port} vni {Vni}, {Peers} peer(s), flood-and-learn {Learning}")]
-    private partial void LogOverlay(string local, int port, uint vni, int peers, string learning);
+    [LoggerMessage(Level = LogLevel.Information, Message = "overlay: vxlan on {Local}:{Port} vni {Vni}, {Peers} peer(s), flood-and-learn {Learning}, {Gso}, udp gro {Gro}")]
+    private partial void LogOverlay(string local, int port, uint vni, int peers, string learning, string gso, string gro);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "created network namespace {Namespace}")]
     private partial void LogNamespaceCreated(string @namespace);

@@ -119,32 +119,19 @@ public sealed unsafe class AfPacketPort : IPacketPort
     /// <summary>Re-inserts an 802.1Q tag the kernel moved into PACKET_AUXDATA, using the 4 bytes reserved before the frame.</summary>
     private static void RestoreVlanTag(PacketSlab slab, int slot, ref PacketMeta m, ref Native.MsgHdr h)
     {
-        if (h.ControlLength < (nuint)sizeof(Native.CMsgHdr)) return;
-        byte* c = (byte*)h.Control;
-        byte* end = c + h.ControlLength;
-        while (c + sizeof(Native.CMsgHdr) <= end)
-        {
-            var cm = (Native.CMsgHdr*)c;
-            if (cm->Length < (nuint)sizeof(Native.CMsgHdr)) return;
-            if (cm->Level == Native.SOL_PACKET && cm->Type == Native.PACKET_AUXDATA
-                && cm->Length >= (nuint)(sizeof(Native.CMsgHdr) + sizeof(Native.TPacketAuxData)))
-            {
-                var aux = (Native.TPacketAuxData*)(c + sizeof(Native.CMsgHdr));
-                bool valid = (aux->Status & Native.TP_STATUS_VLAN_VALID) != 0 || aux->VlanTci != 0;
-                if (!valid) return;
-                ushort tpid = (aux->Status & Native.TP_STATUS_VLAN_TPID_VALID) != 0 ? aux->VlanTpid : (ushort)0x8100;
-                byte* frame = slab.SlotPointer(slot) + m.Offset;
-                byte* moved = frame - VlanRoom;
-                Buffer.MemoryCopy(frame, moved, 12, 12);
-                var tag = new Span<byte>(moved + 12, 4);
-                BinaryPrimitives.WriteUInt16BigEndian(tag, tpid);
-                BinaryPrimitives.WriteUInt16BigEndian(tag[2..], aux->VlanTci);
-                m.Offset -= VlanRoom;
-                m.Length += VlanRoom;
-                return;
-            }
-            c += (cm->Length + 7) & ~(nuint)7;
-        }
+        var aux = (Native.TPacketAuxData*)Native.FindControl(ref h, Native.SOL_PACKET, Native.PACKET_AUXDATA, sizeof(Native.TPacketAuxData));
+        if (aux == null) return;
+        bool valid = (aux->Status & Native.TP_STATUS_VLAN_VALID) != 0 || aux->VlanTci != 0;
+        if (!valid) return;
+        ushort tpid = (aux->Status & Native.TP_STATUS_VLAN_TPID_VALID) != 0 ? aux->VlanTpid : (ushort)0x8100;
+        byte* frame = slab.SlotPointer(slot) + m.Offset;
+        byte* moved = frame - VlanRoom;
+        Buffer.MemoryCopy(frame, moved, 12, 12);
+        var tag = new Span<byte>(moved + 12, 4);
+        BinaryPrimitives.WriteUInt16BigEndian(tag, tpid);
+        BinaryPrimitives.WriteUInt16BigEndian(tag[2..], aux->VlanTci);
+        m.Offset -= VlanRoom;
+        m.Length += VlanRoom;
     }
 
     public int Send(PacketSlab slab, ReadOnlySpan<int> slots)

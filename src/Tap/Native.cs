@@ -48,6 +48,16 @@ internal static unsafe partial class Native
     public const int PACKET_MR_PROMISC = 1;
     public const byte PACKET_OUTGOING = 4;
     public const int MSG_DONTWAIT = 0x40;
+    public const int IPPROTO_IP = 0;
+    public const int IP_TTL = 2;
+    public const int IP_MTU_DISCOVER = 10;
+    /// <summary>Never set DF (the kernel vxlan device's default for the outer header).</summary>
+    public const int IP_PMTUDISC_DONT = 0;
+    public const int SOL_UDP = 17;
+    /// <summary>UDP GSO: a control message (u16) gives the size each datagram of a train is cut to.</summary>
+    public const int UDP_SEGMENT = 103;
+    /// <summary>UDP GRO: a train of datagrams of one flow may be read at once; a control message (int) gives their size.</summary>
+    public const int UDP_GRO = 104;
     public const int MSG_TRUNC = 0x20;
 
     public const uint TP_STATUS_VLAN_VALID = 0x10;
@@ -100,6 +110,12 @@ internal static unsafe partial class Native
 
     [LibraryImport(Libc, EntryPoint = "recvmmsg", SetLastError = true)]
     public static partial int RecvMmsg(int fd, MMsgHdr* msgs, uint vlen, int flags, void* timeout);
+
+    [LibraryImport(Libc, EntryPoint = "sendmsg", SetLastError = true)]
+    public static partial nint SendMsg(int fd, MsgHdr* msg, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "getsockname", SetLastError = true)]
+    public static partial int GetSockName(int fd, void* addr, int* addrlen);
 
     [LibraryImport(Libc, EntryPoint = "sendmmsg", SetLastError = true)]
     public static partial int SendMmsg(int fd, MMsgHdr* msgs, uint vlen, int flags);
@@ -202,6 +218,26 @@ internal static unsafe partial class Native
         public nuint Length;
         public int Level;
         public int Type;
+    }
+
+    /// <summary>CMSG_SPACE(<paramref name="dataSize"/>): room one control message takes (64-bit alignment).</summary>
+    public static int ControlSpace(int dataSize) => sizeof(CMsgHdr) + ((dataSize + 7) & ~7);
+
+    /// <summary>The data of the first control message of <paramref name="level"/>/<paramref name="type"/> with at least
+    /// <paramref name="minData"/> bytes in the ancillary data the kernel returned with <paramref name="h"/>, or null.</summary>
+    public static byte* FindControl(ref MsgHdr h, int level, int type, int minData)
+    {
+        if (h.Control == null || h.ControlLength < (nuint)sizeof(CMsgHdr)) return null;
+        byte* c = (byte*)h.Control;
+        byte* end = c + h.ControlLength;
+        while (c + sizeof(CMsgHdr) <= end)
+        {
+            var cm = (CMsgHdr*)c;
+            if (cm->Length < (nuint)sizeof(CMsgHdr) || c + cm->Length > end) return null;
+            if (cm->Level == level && cm->Type == type && cm->Length >= (nuint)(sizeof(CMsgHdr) + minData)) return c + sizeof(CMsgHdr);
+            c += (cm->Length + 7) & ~(nuint)7;
+        }
+        return null;
     }
 
     /// <summary>struct epoll_event is packed on x86-64 (12 bytes).</summary>

@@ -120,6 +120,7 @@ public sealed unsafe class TapPort : IPacketPort
             batch.Add(slot);
             received++;
             Counters.Add((int)PortCounter.RxBytes, m.Length);
+            if (m.Gso != GsoType.None) Counters.Add((int)PortCounter.RxSuperFrames);
         }
         Counters.Add((int)PortCounter.RxPackets, received);
         return received;
@@ -165,6 +166,7 @@ public sealed unsafe class TapPort : IPacketPort
             }
             sent++;
             bytes += n - hs;
+            if (m.Gso != GsoType.None) Counters.Add((int)PortCounter.TxSuperFrames);
         }
         Counters.Add((int)PortCounter.TxPackets, sent);
         Counters.Add((int)PortCounter.TxBytes, bytes);

@@ -129,6 +129,126 @@ public unsafe class OffloadTests
         }
     }
 
+    /// <summary>A UDP GRO train as the tunnel socket reads it: each segment behind an 8-byte VXLAN-like prefix, at a
+    /// fixed stride (the first segment's datagram size).</summary>
+    private static byte[] Train(PacketSlab slab, ReadOnlySpan<int> segs, out int stride)
+    {
+        const int prefix = 8;
+        stride = prefix + slab.Frame(segs[0]).Length;
+        var train = new List<byte>();
+        for (int k = 0; k < segs.Length; k++)
+        {
+            train.AddRange(new byte[] { 0x08, 0, 0, 0, 0, 0, 1, 0 });
+            train.AddRange(slab.Frame(segs[k]).ToArray());
+        }
+        return [.. train];
+    }
+
+    private static (int Length, ushort Mss, byte[] Out) Coalesce(byte[] train, int stride, int room = 70_000)
+    {
+        var dst = new byte[room];
+        fixed (byte* t = train)
+        fixed (byte* d = dst)
+        {
+            int n = Offload.CoalesceTcp4(t, train.Length, stride, 8, d, room, out ushort mss);
+            return (n, mss, dst[..n]);
+        }
+    }
+
+    [Theory]
+    [InlineData(3500, 1448)]
+    [InlineData(60_000, 1398)]
+    [InlineData(2 * 1398, 1398)]
+    public void A_train_of_consecutive_segments_coalesces_back_into_the_super_frame(int payload, int mss)
+    {
+        var slab = new PacketSlab(128, largeCapacity: 2);
+        byte[] big = TcpFrame(payload);
+        int s = Put(slab, big, GsoType.Tcp4, (ushort)mss);
+        Span<int> segs = stackalloc int[64];
+        int n = Offload.Segment(slab, s, segs);
+        byte[] train = Train(slab, segs[..n], out int stride);
+        (int length, ushort got, byte[] outFrame) = Coalesce(train, stride);
+        Assert.Equal(8 + big.Length, length);
+        Assert.Equal(mss, got);
+        Assert.True(outFrame.AsSpan(0, 8).SequenceEqual(train.AsSpan(0, 8)));
+        // The very frame the TAP handed over: headers, payload, and the TCP checksum field holding the pseudo-header sum.
+        Assert.Equal(Convert.ToHexString(big), Convert.ToHexString(outFrame.AsSpan(8)));
+    }
+
+    [Fact]
+    public void A_train_that_is_not_one_flows_consecutive_segments_is_left_to_be_split()
+    {
+        var slab = new PacketSlab(128, largeCapacity: 2);
+        Span<int> segs = stackalloc int[8];
+        int n = Offload.Segment(slab, Put(slab, TcpFrame(4000), GsoType.Tcp4, 1000), segs);
+        byte[] good = Train(slab, segs[..n], out int stride);
+        Assert.True(Coalesce(good, stride).Length > 0);
+        int tcp = 8 + Eth + 20;
+        // Each mutation but the first two is followed by fresh checksums, so only the property named is wrong.
+        var cases = new List<(string, int Segment, bool Refresh, Action<byte[]>)>
+        {
+            ("a payload byte changed (TCP checksum)", 1, false, t => t[stride + tcp + 40] ^= 1),
+            ("an IPv4 header byte changed (header checksum)", 1, false, t => t[stride + 8 + Eth + 8] ^= 1),
+            ("another TTL", 1, true, t => t[stride + 8 + Eth + 8] ^= 1),
+            ("another destination port", 2, true, t => t[2 * stride + tcp + 3] ^= 1),
+            ("a sequence gap", 1, true, t => t[stride + tcp + 7] ^= 4),
+            ("another ack", 2, true, t => t[2 * stride + tcp + 11] ^= 1),
+            ("another window", 1, true, t => t[stride + tcp + 15] ^= 1),
+            ("other TCP options", 1, true, t => t[stride + tcp + 20] = 0),
+            ("another VNI", 1, false, t => t[stride + 6] ^= 1),
+            ("another source MAC", 1, false, t => t[stride + 8 + 11] ^= 1),
+            ("FIN on the last", 3, true, t => t[3 * stride + tcp + 13] |= 0x01),
+            ("PSH before the last", 0, true, t => t[tcp + 13] |= 0x08),
+            ("SYN", 0, true, t => t[tcp + 13] |= 0x02),
+            ("a fragment", 2, true, t => t[2 * stride + 8 + Eth + 6] |= 0x20),
+        };
+        foreach ((string what, int segment, bool refresh, Action<byte[]> mutate) in cases)
+        {
+            byte[] t = (byte[])good.Clone();
+            mutate(t);
+            if (refresh) RefreshChecksums(t.AsSpan(segment * stride + 8, Math.Min(stride, t.Length - segment * stride) - 8));
+            Assert.True(Coalesce(t, stride).Length == 0, what);
+        }
+        byte[] refreshed = (byte[])good.Clone();
+        RefreshChecksums(refreshed.AsSpan(stride + 8, stride - 8));
+        Assert.True(Coalesce(refreshed, stride).Length > 0, "refreshing checksums alone changes nothing");
+        Assert.Equal(0, Coalesce(good.AsSpan(0, stride).ToArray(), stride).Length); // one datagram: nothing to merge
+        Assert.Equal(0, Coalesce(good, stride, room: 3000).Length); // does not fit the slot
+        Assert.Equal(0, Coalesce(good, stride - 1).Length); // a stride that is not the datagrams'
+        // Pure ACKs of one flow (no payload) must stay separate packets.
+        var acks = new List<byte>();
+        for (int k = 0; k < 3; k++) { acks.AddRange(new byte[8]); acks.AddRange(TcpFrame(0, partial: false, flags: 0x10)); }
+        Assert.Equal(0, Coalesce([.. acks], 8 + TcpFrame(0).Length).Length);
+    }
+
+    /// <summary>Recomputes the IPv4 header and full TCP checksums of an Ethernet/IPv4/TCP frame.</summary>
+    private static void RefreshChecksums(Span<byte> frame)
+    {
+        Span<byte> ip = frame[Eth..];
+        ip[10] = ip[11] = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(ip[10..], (ushort)~ChecksumTests.SlowSum(ip[..20]));
+        Span<byte> tcp = ip[20..];
+        tcp[16] = tcp[17] = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(tcp[16..], (ushort)~ChecksumTests.SlowSum(tcp, PseudoSum(ip, false, tcp.Length)));
+    }
+
+    [Fact]
+    public void Coalescing_never_throws_on_random_trains()
+    {
+        var rng = new Random(7);
+        var slab = new PacketSlab(128, largeCapacity: 2);
+        Span<int> segs = stackalloc int[8];
+        int n = Offload.Segment(slab, Put(slab, TcpFrame(5000), GsoType.Tcp4, 1200), segs);
+        byte[] good = Train(slab, segs[..n], out int stride);
+        for (int i = 0; i < 2000; i++)
+        {
+            byte[] t = (byte[])good.Clone();
+            for (int k = rng.Next(1, 6); k > 0; k--) t[rng.Next(t.Length)] = (byte)rng.Next(256);
+            int len = rng.Next(1, t.Length + 1);
+            _ = Coalesce(t[..len], rng.Next(1, stride + 50), room: rng.Next(0, 8000));
+        }
+    }
+
     [Fact]
     public void Segmenting_allocates_nothing_when_the_slab_runs_out()
     {
