@@ -12,9 +12,13 @@
 #                   node does)
 #   vswitch         VSwitch on both nodes (one `vswitch run --config` per
 #                   node namespace); pods on TAPs; offloads off as above
-#   vswitch-offload the same with the pods' offloads left on: TCP reaches the
-#                   switch as 64 KB super-frames over the TAPs (offloads: true,
-#                   the default) and is cut into segments before VXLAN
+#   vswitch-offload the same with the pods' and the underlay veths' offloads
+#                   left on, as for kernel-offload: TCP reaches the switch as
+#                   64 KB super-frames over the TAPs (offloads: true, the
+#                   default), is cut into segments before VXLAN, leaves as one
+#                   UDP GSO send per super-frame and is read back as a UDP GRO
+#                   train that the receiving switch coalesces into a
+#                   super-frame again
 #
 # Topology (names vv-, underlay 198.18.1.0/24, pods 10.244.0.0/16):
 #
@@ -250,14 +254,34 @@ vs_ready() { # vs_ready N
     timeout 5 "$BIN" ports --socket "$WORK/n$1.sock"
 }
 
+log_port_counters() { # log_port_counters N: packets and super-frames per port, for the log
+    local line
+    line="$(timeout 5 "$BIN" metrics --socket "$WORK/n$1.sock" 2>/dev/null | awk '
+        match($0, /^vswitch_port_(rx|tx)_(packets|super_frames)_total/) {
+            metric = substr($0, 14, RLENGTH - 19)
+            port = $0; sub(/.*port="/, "", port); sub(/".*/, "", port)
+            if (!(port in seen)) { seen[port] = 1; order[++n] = port }
+            v[port, metric] = $NF
+        }
+        END {
+            for (i = 1; i <= n; i++) {
+                p = order[i]
+                printf "%s%s rx %d (%d super-frames) tx %d (%d super-frames)", (i > 1 ? "; " : ""), p,
+                    v[p, "rx_packets"], v[p, "rx_super_frames"], v[p, "tx_packets"], v[p, "tx_super_frames"]
+            }
+        }')"
+    [[ -n "$line" ]] && log "node-$1 ports: $line"
+    return 0
+}
+
 pod_has_addr() { # pod_has_addr N
     in_ns "$(pod_ns "$1")" ip -o addr show dev eth0 | grep -qF " $(pod_ip "$1")/"
 }
 
 declare -A VS_PID=()
-setup_vswitch() { # setup_vswitch on|off: the pods' offloads
+setup_vswitch() { # setup_vswitch on|off: the pods' and the underlay's offloads
     local offloads="$1" n cfg pid deadline
-    underlay off
+    underlay "$offloads"
     for n in "${NODES[@]}"; do
         cfg="$WORK/node-$n.yaml"
         write_vswitch_config "$n" "$cfg"
@@ -409,6 +433,9 @@ run_datapath() { # run_datapath DP
                 measure_tcp "$dp" "$run" || log "$dp run $run: TCP measurement failed"
                 measure_ping "$dp" "$run" || log "$dp run $run: ping measurement failed"
             done
+            if [[ "$dp" == vswitch* ]]; then
+                for n in "${NODES[@]}"; do log_port_counters "$n"; done
+            fi
         fi
     else
         record "$dp" status "failed (setup or connectivity; see log above)"

@@ -269,24 +269,25 @@ public static unsafe class Offload
     /// Receive-side coalescing, the counterpart of <see cref="Segment"/> (the kernel's TCP GRO), applied to a train of
     /// datagrams read at once from a UDP GRO socket: the <paramref name="length"/> bytes at <paramref name="train"/> are
     /// datagrams of <paramref name="stride"/> bytes (the last may be shorter), each <paramref name="prefix"/> bytes of
-    /// encapsulation header followed by an Ethernet frame. When every frame is the next TCP/IPv4 segment of one flow, it
-    /// writes to <paramref name="dst"/> the first datagram's prefix and headers followed by every payload: one super-frame
-    /// with the IPv4 total length and header checksum set and the TCP checksum field holding the pseudo-header sum
-    /// (partial, as <see cref="Segment"/> and a TSO-capable TAP expect). Returns its length (prefix included) and the
-    /// payload size of a full segment in <paramref name="mss"/>.
-    /// Returns 0 (the caller delivers the datagrams one by one) unless: 2 to <see cref="MaxTrainSegments"/> datagrams;
-    /// identical prefix, Ethernet header (IPv4, untagged), IPv4 header (no options, not a fragment) but for length, id and
-    /// checksum, and TCP header but for sequence number, checksum and PSH; ACK set and no SYN, FIN, RST, URG or CWR; PSH on
-    /// the last segment only; consecutive sequence numbers; every payload as large as the first but the last, which is not
-    /// empty; every IPv4 and TCP checksum correct (a bad one must reach the receiver as it is); the result fits
-    /// <paramref name="room"/> and an IPv4 length.
+    /// encapsulation header followed by an Ethernet frame. Takes the longest run of datagrams from the first whose frames
+    /// are consecutive segments of one TCP/IPv4 flow and writes to <paramref name="dst"/> the first datagram's prefix and
+    /// headers followed by the run's payloads: one super-frame with the IPv4 total length and header checksum set, the
+    /// last segment's TCP flags and the TCP checksum field holding the pseudo-header sum (partial, as <see cref="Segment"/>
+    /// and a TSO-capable TAP expect). Returns its length (prefix included), the payload size of a full segment in
+    /// <paramref name="mss"/> and the datagrams used in <paramref name="merged"/> (at least 2); or 0 when not even the
+    /// first two qualify (the caller delivers the first datagram as it is and tries again from the next).
+    /// A run holds datagrams with the same prefix, Ethernet header (IPv4, untagged), IPv4 header (no options, not a
+    /// fragment) but for length, id and checksum, and TCP header but for sequence number, checksum and PSH; ACK set and
+    /// no SYN, FIN, RST, URG or CWR; consecutive sequence numbers; correct IPv4 and TCP checksums (a bad one reaches the
+    /// receiver as it is). Like the kernel's GRO, a segment with PSH (the end of a sender's super-frame) ends the run, and
+    /// it stays within <paramref name="room"/>, an IPv4 length and <see cref="MaxTrainSegments"/> datagrams.
     /// </summary>
-    public static int CoalesceTcp4(byte* train, int length, int stride, int prefix, byte* dst, int room, out ushort mss)
+    public static int CoalesceTcp4(byte* train, int length, int stride, int prefix, byte* dst, int room, out ushort mss, out int merged)
     {
         mss = 0;
+        merged = 0;
         if (stride <= 0 || prefix < 0 || length <= stride) return 0;
-        int count = (length + stride - 1) / stride;
-        if (count > MaxTrainSegments) return 0;
+        int count = Math.Min((length + stride - 1) / stride, MaxTrainSegments);
         const int l3 = EthernetView.HeaderSize;
         const int l4 = l3 + Ipv4View.MinHeaderSize;
         byte* f0 = train + prefix;
@@ -297,42 +298,44 @@ public static unsafe class Offload
         int hdr = l4 + (f0[l4 + 12] >> 4) * 4;
         int seg = frame - hdr;
         byte flags0 = f0[l4 + 13];
-        if (hdr < l4 + TcpView.MinHeaderSize || seg <= 0 || seg > ushort.MaxValue) return 0;
+        if (hdr < l4 + TcpView.MinHeaderSize || seg <= 0) return 0;
         if ((flags0 & TcpAck) == 0 || (flags0 & (TcpFin | TcpSyn | TcpRst | TcpPsh | TcpUrg | TcpCwr)) != 0) return 0;
-        int lastFrame = length - (count - 1) * stride - prefix;
-        int payload = (count - 1) * seg + lastFrame - hdr;
-        if (lastFrame <= hdr || prefix + hdr + payload > room || hdr - l3 + payload > ushort.MaxValue) return 0;
+        if (prefix + hdr + seg > room || !SegmentChecksumsValid(f0, frame)) return 0;
         uint seq0 = BinaryPrimitives.ReadUInt32BigEndian(new ReadOnlySpan<byte>(f0 + l4 + 4, 4));
         int tcpHeader = hdr - l4;
-        for (int k = 0; k < count; k++)
+        int n = 1;
+        int payload = seg;
+        for (int k = 1; k < count; k++)
         {
             byte* d = train + (nint)k * stride;
             byte* f = d + prefix;
-            int flen = k < count - 1 ? frame : lastFrame;
-            if (k > 0)
-            {
-                // Everything that must match the first segment: prefix, Ethernet, IPv4 version..TOS, flags/fragment,
-                // TTL, protocol, addresses; TCP ports, ack, data offset, window, urgent pointer, options.
-                if (!new ReadOnlySpan<byte>(train, prefix + l3 + 2).SequenceEqual(new ReadOnlySpan<byte>(d, prefix + l3 + 2))
-                    || !new ReadOnlySpan<byte>(f0 + l3 + 6, 4).SequenceEqual(new ReadOnlySpan<byte>(f + l3 + 6, 4))
-                    || !new ReadOnlySpan<byte>(f0 + l3 + 12, 8 + 4).SequenceEqual(new ReadOnlySpan<byte>(f + l3 + 12, 8 + 4))
-                    || !new ReadOnlySpan<byte>(f0 + l4 + 8, 5).SequenceEqual(new ReadOnlySpan<byte>(f + l4 + 8, 5))
-                    || !new ReadOnlySpan<byte>(f0 + l4 + 14, 2).SequenceEqual(new ReadOnlySpan<byte>(f + l4 + 14, 2))
-                    || !new ReadOnlySpan<byte>(f0 + l4 + 18, tcpHeader - 18).SequenceEqual(new ReadOnlySpan<byte>(f + l4 + 18, tcpHeader - 18)))
-                    return 0;
-                byte fl = f[l4 + 13];
-                if (fl != flags0 && (k < count - 1 || fl != (flags0 | TcpPsh))) return 0;
-                if (BinaryPrimitives.ReadUInt32BigEndian(new ReadOnlySpan<byte>(f + l4 + 4, 4)) != seq0 + (uint)(k * seg)) return 0;
-            }
-            var ip = new ReadOnlySpan<byte>(f + l3, flen - l3);
-            if (BinaryPrimitives.ReadUInt16BigEndian(ip[2..]) != flen - l3 || !Checksum.IsValid(ip[..Ipv4View.MinHeaderSize])) return 0;
-            if (!Checksum.IsValid(ip[Ipv4View.MinHeaderSize..], PseudoHeaderSum4(ip, flen - l4))) return 0;
+            int flen = Math.Min(stride, length - k * stride) - prefix;
+            int chunk = flen - hdr;
+            if (chunk <= 0 || prefix + hdr + payload + chunk > room || hdr - l3 + payload + chunk > ushort.MaxValue) break;
+            // Everything that must match the first segment: prefix, Ethernet, IPv4 version..TOS, flags/fragment, TTL,
+            // protocol, addresses; TCP ports, ack, data offset, window, urgent pointer, options.
+            if (!new ReadOnlySpan<byte>(train, prefix + l3 + 2).SequenceEqual(new ReadOnlySpan<byte>(d, prefix + l3 + 2))
+                || !new ReadOnlySpan<byte>(f0 + l3 + 6, 4).SequenceEqual(new ReadOnlySpan<byte>(f + l3 + 6, 4))
+                || !new ReadOnlySpan<byte>(f0 + l3 + 12, 8 + 4).SequenceEqual(new ReadOnlySpan<byte>(f + l3 + 12, 8 + 4))
+                || !new ReadOnlySpan<byte>(f0 + l4 + 8, 5).SequenceEqual(new ReadOnlySpan<byte>(f + l4 + 8, 5))
+                || !new ReadOnlySpan<byte>(f0 + l4 + 14, 2).SequenceEqual(new ReadOnlySpan<byte>(f + l4 + 14, 2))
+                || !new ReadOnlySpan<byte>(f0 + l4 + 18, tcpHeader - 18).SequenceEqual(new ReadOnlySpan<byte>(f + l4 + 18, tcpHeader - 18)))
+                break;
+            byte fl = f[l4 + 13];
+            if ((fl != flags0 && fl != (flags0 | TcpPsh))
+                || BinaryPrimitives.ReadUInt32BigEndian(new ReadOnlySpan<byte>(f + l4 + 4, 4)) != seq0 + (uint)payload
+                || !SegmentChecksumsValid(f, flen))
+                break;
+            payload += chunk;
+            n++;
+            if (fl != flags0 || chunk < seg) break; // PSH, or the train's short last datagram: the end of a run
         }
+        if (n < 2) return 0;
         Buffer.MemoryCopy(train, dst, prefix + hdr, prefix + hdr);
         byte* w = dst + prefix + hdr;
-        for (int k = 0; k < count; k++)
+        for (int k = 0; k < n; k++)
         {
-            int chunk = (k < count - 1 ? frame : lastFrame) - hdr;
+            int chunk = Math.Min(stride, length - k * stride) - prefix - hdr;
             Buffer.MemoryCopy(train + (nint)k * stride + prefix + hdr, w, chunk, chunk);
             w += chunk;
         }
@@ -342,10 +345,20 @@ public static unsafe class Offload
         BinaryPrimitives.WriteUInt16BigEndian(oip[2..], (ushort)(total - l3));
         Ipv4View.TryCreate(oip, out Ipv4View v4); // the first segment's header, valid, with a length that fits
         v4.UpdateChecksum();
-        o[l4 + 13] = train[(nint)(count - 1) * stride + prefix + l4 + 13];
+        o[l4 + 13] = train[(nint)(n - 1) * stride + prefix + l4 + 13];
         BinaryPrimitives.WriteUInt16BigEndian(new Span<byte>(o + l4 + 16, 2), PseudoHeaderSum4(oip, total - l4));
         mss = (ushort)seg;
+        merged = n;
         return prefix + total;
+    }
+
+    /// <summary>IPv4 total length, header checksum and TCP checksum of one Ethernet/IPv4 (no options)/TCP frame.</summary>
+    private static bool SegmentChecksumsValid(byte* f, int flen)
+    {
+        var ip = new ReadOnlySpan<byte>(f + EthernetView.HeaderSize, flen - EthernetView.HeaderSize);
+        return BinaryPrimitives.ReadUInt16BigEndian(ip[2..]) == ip.Length
+            && Checksum.IsValid(ip[..Ipv4View.MinHeaderSize])
+            && Checksum.IsValid(ip[Ipv4View.MinHeaderSize..], PseudoHeaderSum4(ip, ip.Length - Ipv4View.MinHeaderSize));
     }
 
     /// <summary>

@@ -218,15 +218,20 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
                 bytes += length;
                 continue;
             }
-            // A GRO train: one super-frame if it is one TCP flow's consecutive segments, else its datagrams one by one.
-            if (_pendingSegment == 0)
+            // A GRO train: runs of one TCP flow's consecutive segments become super-frames (when some port takes them:
+            // large slots exist), every other datagram is delivered as it is.
+            if (_pendingSegment == 0) _pendingTrain = length > room ? _rx.Linearize(i) : slab.SlotPointer(slot) + slab.Headroom;
+            int count = (length + stride - 1) / stride;
+            while (_pendingSegment < count && accepted < max)
             {
-                _pendingTrain = length > room ? _rx.Linearize(i) : slab.SlotPointer(slot) + slab.Headroom;
-                if (slab.LargeCapacity > 0 && slab.TryAllocLarge(out int large))
+                int k = _pendingSegment;
+                byte* at = _pendingTrain + (nint)k * stride;
+                int rest = length - k * stride;
+                if (rest > stride && slab.LargeCapacity > 0 && slab.TryAllocLarge(out int large))
                 {
                     ref PacketMeta lm = ref meta[large];
-                    int n = Offload.CoalesceTcp4(_pendingTrain, length, stride, VxlanSize,
-                        slab.SlotPointer(large) + lm.Offset, slab.SizeOf(large) - lm.Offset, out ushort mss);
+                    int n = Offload.CoalesceTcp4(at, rest, stride, VxlanSize,
+                        slab.SlotPointer(large) + lm.Offset, slab.SizeOf(large) - lm.Offset, out ushort mss, out int merged);
                     if (n > 0)
                     {
                         lm.Length = n;
@@ -237,19 +242,14 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
                         lm.Flags |= PacketFlags.ChecksumPartial;
                         batch.Add(large);
                         accepted++;
-                        bytes += length;
+                        bytes += n;
                         superFrames++;
-                        slab.Free(slot);
+                        _pendingSegment += merged;
                         continue;
                     }
                     slab.Free(large);
                 }
-            }
-            int count = (length + stride - 1) / stride;
-            for (; _pendingSegment < count && accepted < max; _pendingSegment++)
-            {
-                int k = _pendingSegment;
-                int part = Math.Min(stride, length - k * stride);
+                int part = Math.Min(stride, rest);
                 if (!slab.TryAlloc(out int s))
                 {
                     Counters.Add((int)PortCounter.RxDropped, count - k);
@@ -257,13 +257,14 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
                     break;
                 }
                 ref PacketMeta m = ref meta[s];
-                Buffer.MemoryCopy(_pendingTrain + (nint)k * stride, slab.SlotPointer(s) + m.Offset, part, part);
+                Buffer.MemoryCopy(at, slab.SlotPointer(s) + m.Offset, part, part);
                 m.Length = part;
                 m.InPort = Id;
                 m.PeerAddr = peer;
                 batch.Add(s);
                 accepted++;
                 bytes += part;
+                _pendingSegment++;
             }
             if (_pendingSegment < count) break; // the batch is full: the rest of this train comes next call
             _pendingSegment = 0;

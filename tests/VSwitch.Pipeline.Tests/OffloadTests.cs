@@ -144,14 +144,15 @@ public unsafe class OffloadTests
         return [.. train];
     }
 
-    private static (int Length, ushort Mss, byte[] Out) Coalesce(byte[] train, int stride, int room = 70_000)
+    private static (int Length, ushort Mss, byte[] Out, int Merged) Coalesce(byte[] train, int stride, int room = 70_000)
     {
-        var dst = new byte[room];
+        var dst = new byte[Math.Max(room, 0)];
         fixed (byte* t = train)
         fixed (byte* d = dst)
         {
-            int n = Offload.CoalesceTcp4(t, train.Length, stride, 8, d, room, out ushort mss);
-            return (n, mss, dst[..n]);
+            int n = Offload.CoalesceTcp4(t, train.Length, stride, 8, d, room, out ushort mss, out int merged);
+            Assert.True(n == 0 ? merged == 0 : merged >= 2);
+            return (n, mss, dst[..n], merged);
         }
     }
 
@@ -167,7 +168,8 @@ public unsafe class OffloadTests
         Span<int> segs = stackalloc int[64];
         int n = Offload.Segment(slab, s, segs);
         byte[] train = Train(slab, segs[..n], out int stride);
-        (int length, ushort got, byte[] outFrame) = Coalesce(train, stride);
+        (int length, ushort got, byte[] outFrame, int merged) = Coalesce(train, stride);
+        Assert.Equal(n, merged);
         Assert.Equal(8 + big.Length, length);
         Assert.Equal(mss, got);
         Assert.True(outFrame.AsSpan(0, 8).SequenceEqual(train.AsSpan(0, 8)));
@@ -176,49 +178,71 @@ public unsafe class OffloadTests
     }
 
     [Fact]
-    public void A_train_that_is_not_one_flows_consecutive_segments_is_left_to_be_split()
+    public void A_run_ends_at_the_first_segment_that_does_not_continue_it()
     {
         var slab = new PacketSlab(128, largeCapacity: 2);
         Span<int> segs = stackalloc int[8];
-        int n = Offload.Segment(slab, Put(slab, TcpFrame(4000), GsoType.Tcp4, 1000), segs);
+        int n = Offload.Segment(slab, Put(slab, TcpFrame(4000, flags: 0x10), GsoType.Tcp4, 1000), segs);
+        Assert.Equal(4, n);
         byte[] good = Train(slab, segs[..n], out int stride);
-        Assert.True(Coalesce(good, stride).Length > 0);
+        Assert.Equal(4, Coalesce(good, stride).Merged);
         int tcp = 8 + Eth + 20;
-        // Each mutation but the first two is followed by fresh checksums, so only the property named is wrong.
-        var cases = new List<(string, int Segment, bool Refresh, Action<byte[]>)>
+        // (what, segment changed, fresh checksums after the change, datagrams merged from the first).
+        // Without fresh checksums only the checksum is wrong; with them only the property named.
+        var cases = new List<(string, int Segment, bool Refresh, int Merged, Action<byte[]>)>
         {
-            ("a payload byte changed (TCP checksum)", 1, false, t => t[stride + tcp + 40] ^= 1),
-            ("an IPv4 header byte changed (header checksum)", 1, false, t => t[stride + 8 + Eth + 8] ^= 1),
-            ("another TTL", 1, true, t => t[stride + 8 + Eth + 8] ^= 1),
-            ("another destination port", 2, true, t => t[2 * stride + tcp + 3] ^= 1),
-            ("a sequence gap", 1, true, t => t[stride + tcp + 7] ^= 4),
-            ("another ack", 2, true, t => t[2 * stride + tcp + 11] ^= 1),
-            ("another window", 1, true, t => t[stride + tcp + 15] ^= 1),
-            ("other TCP options", 1, true, t => t[stride + tcp + 20] = 0),
-            ("another VNI", 1, false, t => t[stride + 6] ^= 1),
-            ("another source MAC", 1, false, t => t[stride + 8 + 11] ^= 1),
-            ("FIN on the last", 3, true, t => t[3 * stride + tcp + 13] |= 0x01),
-            ("PSH before the last", 0, true, t => t[tcp + 13] |= 0x08),
-            ("SYN", 0, true, t => t[tcp + 13] |= 0x02),
-            ("a fragment", 2, true, t => t[2 * stride + 8 + Eth + 6] |= 0x20),
+            ("a payload byte changed (TCP checksum)", 2, false, 2, t => t[2 * stride + tcp + 40] ^= 1),
+            ("an IPv4 header byte changed (header checksum)", 1, false, 0, t => t[stride + 8 + Eth + 8] ^= 1),
+            ("another TTL", 1, true, 0, t => t[stride + 8 + Eth + 8] ^= 1),
+            ("another destination port", 2, true, 2, t => t[2 * stride + tcp + 3] ^= 1),
+            ("a sequence gap", 3, true, 3, t => t[3 * stride + tcp + 7] ^= 4),
+            ("another ack", 2, true, 2, t => t[2 * stride + tcp + 11] ^= 1),
+            ("another window", 1, true, 0, t => t[stride + tcp + 15] ^= 1),
+            ("other TCP options (timestamps)", 2, true, 2, t => t[2 * stride + tcp + 20] = 0),
+            ("another VNI", 1, false, 0, t => t[stride + 6] ^= 1),
+            ("another source MAC", 3, false, 3, t => t[3 * stride + 8 + 11] ^= 1),
+            ("FIN", 3, true, 3, t => t[3 * stride + tcp + 13] |= 0x01),
+            ("PSH ends the run, included", 1, true, 2, t => t[stride + tcp + 13] |= 0x08),
+            ("PSH on the first", 0, true, 0, t => t[tcp + 13] |= 0x08),
+            ("SYN on the first", 0, true, 0, t => t[tcp + 13] |= 0x02),
+            ("a fragment", 2, true, 2, t => t[2 * stride + 8 + Eth + 6] |= 0x20),
         };
-        foreach ((string what, int segment, bool refresh, Action<byte[]> mutate) in cases)
+        foreach ((string what, int segment, bool refresh, int merged, Action<byte[]> mutate) in cases)
         {
             byte[] t = (byte[])good.Clone();
             mutate(t);
             if (refresh) RefreshChecksums(t.AsSpan(segment * stride + 8, Math.Min(stride, t.Length - segment * stride) - 8));
-            Assert.True(Coalesce(t, stride).Length == 0, what);
+            Assert.True(Coalesce(t, stride).Merged == merged, $"{what}: merged {Coalesce(t, stride).Merged}, expected {merged}");
         }
-        byte[] refreshed = (byte[])good.Clone();
-        RefreshChecksums(refreshed.AsSpan(stride + 8, stride - 8));
-        Assert.True(Coalesce(refreshed, stride).Length > 0, "refreshing checksums alone changes nothing");
         Assert.Equal(0, Coalesce(good.AsSpan(0, stride).ToArray(), stride).Length); // one datagram: nothing to merge
-        Assert.Equal(0, Coalesce(good, stride, room: 3000).Length); // does not fit the slot
+        Assert.Equal(2, Coalesce(good, stride, room: 8 + 66 + 2500).Merged); // a run stops where the slot is full
+        Assert.Equal(0, Coalesce(good, stride, room: 1000).Length);
         Assert.Equal(0, Coalesce(good, stride - 1).Length); // a stride that is not the datagrams'
         // Pure ACKs of one flow (no payload) must stay separate packets.
         var acks = new List<byte>();
         for (int k = 0; k < 3; k++) { acks.AddRange(new byte[8]); acks.AddRange(TcpFrame(0, partial: false, flags: 0x10)); }
         Assert.Equal(0, Coalesce([.. acks], 8 + TcpFrame(0).Length).Length);
+    }
+
+    [Fact]
+    public void Back_to_back_super_frames_in_one_train_coalesce_into_one_super_frame_each()
+    {
+        // What a sender's run of small TSO frames looks like after UDP GSO and GRO: each ends with PSH.
+        var slab = new PacketSlab(128, largeCapacity: 2);
+        byte[] a = TcpFrame(3000), b = TcpFrame(2000);
+        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(Eth + 20 + 4), 0xFFFF_F000 + 3000); // b follows a
+        BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(Eth + 20 + 16), 0);
+        BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(Eth + 20 + 16), PseudoSum(b.AsSpan(Eth), false, b.Length - Eth - 20));
+        Span<int> segs = stackalloc int[8];
+        int na = Offload.Segment(slab, Put(slab, a, GsoType.Tcp4, 1000), segs);
+        int nb = Offload.Segment(slab, Put(slab, b, GsoType.Tcp4, 1000), segs[na..]);
+        byte[] train = Train(slab, segs[..(na + nb)], out int stride);
+        (int first, _, byte[] outA, int mergedA) = Coalesce(train, stride);
+        Assert.Equal(3, mergedA);
+        Assert.Equal(Convert.ToHexString(a), Convert.ToHexString(outA.AsSpan(8, first - 8)));
+        (int second, _, byte[] outB, int mergedB) = Coalesce(train[(3 * stride)..], stride);
+        Assert.Equal(2, mergedB);
+        Assert.Equal(Convert.ToHexString(b), Convert.ToHexString(outB.AsSpan(8, second - 8)));
     }
 
     /// <summary>Recomputes the IPv4 header and full TCP checksums of an Ethernet/IPv4/TCP frame.</summary>
