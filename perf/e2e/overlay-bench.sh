@@ -32,6 +32,8 @@
 # CPU (0).
 #
 # Measurements (each RUNS times, median reported):
+#   warm-up  iperf3 -t 3 once per datapath, not measured (the switch's JIT
+#            reaches its optimised code; the kernel's caches are warm too)
 #   TCP   iperf3 -t 5 vv-n1-p -> vv-n2-p, receiver Gb/s and sender retransmits
 #   ping  ping -c 50 -i 0.01, median RTT
 #   for vswitch: CPU time both switch processes used during the TCP test, from
@@ -53,6 +55,7 @@ ONLY="$ALL_DATAPATHS"
 OUT="$REPO/out/bench-overlay.md"
 CHECK_ONLY=0
 DURATION=5
+WARMUP=3
 PING_COUNT=50
 
 UL_NS=vv-ul
@@ -341,6 +344,16 @@ switch_cpu_ns() {
     printf '%s\n' "$total"
 }
 
+warm_up() { # warm_up DP: one unmeasured TCP transfer of WARMUP seconds
+    start_bg "srv-$1-warmup" timeout $((WARMUP + 25)) ip netns exec "$(pod_ns 2)" \
+        taskset -c "${LOAD_CPU:-0}" iperf3 -s -1 -B "$(pod_ip 2)" -p "$IPERF_PORT"
+    if wait_for 5 tcp_listening "$(pod_ns 2)" "$IPERF_PORT"; then
+        in_ns "$(pod_ns 1)" timeout $((WARMUP + 15)) taskset -c "${LOAD_CPU:-0}" \
+            iperf3 -c "$(pod_ip 2)" -p "$IPERF_PORT" -t "$WARMUP" >/dev/null 2>&1 || log "$1: warm-up transfer failed"
+    fi
+    bg_wait "srv-$1-warmup" 10 || bg_stop "srv-$1-warmup"
+}
+
 measure_tcp() { # measure_tcp DP RUN
     local dp="$1" run="$2" name rc=0 line gbps retr cpu0 cpu1 t0 t1
     name="$dp-tcp-$run"
@@ -429,6 +442,7 @@ run_datapath() { # run_datapath DP
         if ((CHECK_ONLY)); then
             log "$dp: set-up ok, pods reach each other (1450-byte packets too)"
         else
+            warm_up "$dp"
             for ((run = 1; run <= RUNS; run++)); do
                 measure_tcp "$dp" "$run" || log "$dp run $run: TCP measurement failed"
                 measure_ping "$dp" "$run" || log "$dp run $run: ping measurement failed"
@@ -475,7 +489,7 @@ if ((CHECK_ONLY)); then
 fi
 
 VERSION="$(git -C "$REPO" log -1 --format=%h 2>/dev/null || echo unknown)"
-HEADER="runs=$RUNS (median), iperf3 TCP -t $DURATION, ping -c $PING_COUNT -i 0.01; 2 nodes, underlay MTU $UL_MTU, pod MTU $POD_MTU, VXLAN VNI $VNI UDP $VXLAN_PORT; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; repo $VERSION; CPU busy before start ${BUSY_AT_START}%; elapsed ${ELAPSED}s"
+HEADER="runs=$RUNS (median) after a ${WARMUP}s warm-up, iperf3 TCP -t $DURATION, ping -c $PING_COUNT -i 0.01; 2 nodes, underlay MTU $UL_MTU, pod MTU $POD_MTU, VXLAN VNI $VNI UDP $VXLAN_PORT; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; repo $VERSION; CPU busy before start ${BUSY_AT_START}%; elapsed ${ELAPSED}s"
 
 mkdir -p "$(dirname "$OUT")"
 "$PY" - "$RESULTS" "$OUT" "$HEADER" "${SELECTED[@]}" <<'EOF'

@@ -225,7 +225,7 @@ public static unsafe class Offload
             sm.Flags = (m.Flags & ~PacketFlags.ChecksumPartial) | PacketFlags.ChecksumValid;
             byte* d = slab.SlotPointer(s) + offset;
             new ReadOnlySpan<byte>(f, hdr).CopyTo(new Span<byte>(d, hdr));
-            new ReadOnlySpan<byte>(f + hdr + k * mss, chunk).CopyTo(new Span<byte>(d + hdr, chunk));
+            ushort payloadSum = Checksum.SumAndCopy(new ReadOnlySpan<byte>(f + hdr + k * mss, chunk), new Span<byte>(d + hdr, chunk));
             var ip = new Span<byte>(d + l3, segLen - l3);
             if (ipv6)
             {
@@ -246,8 +246,8 @@ public static unsafe class Offload
             tcp[13] = fl;
             tcp[16] = tcp[17] = 0;
             ushort pseudo = ipv6 ? PseudoHeaderSum6(ip, tcp.Length) : PseudoHeaderSum4(ip, tcp.Length);
-            ushort c = Checksum.Compute(tcp, pseudo);
-            BinaryPrimitives.WriteUInt16BigEndian(tcp[16..], c);
+            ushort headerSum = Checksum.Sum(tcp[..(hdr - l4)], pseudo); // a whole number of 32-bit words: sums chain
+            BinaryPrimitives.WriteUInt16BigEndian(tcp[16..], (ushort)~Checksum.Fold((ulong)headerSum + payloadSum));
             segments[k] = s;
         }
         return count;
@@ -300,7 +300,11 @@ public static unsafe class Offload
         byte flags0 = f0[l4 + 13];
         if (hdr < l4 + TcpView.MinHeaderSize || seg <= 0) return 0;
         if ((flags0 & TcpAck) == 0 || (flags0 & (TcpFin | TcpSyn | TcpRst | TcpPsh | TcpUrg | TcpCwr)) != 0) return 0;
-        if (prefix + hdr + seg > room || !SegmentChecksumsValid(f0, frame)) return 0;
+        if (prefix + hdr + seg > room) return 0;
+        // Payloads are copied into place as their checksums are verified (one pass); a datagram that fails leaves
+        // bytes past the run's end, which are not part of the result.
+        byte* w = dst + prefix + hdr;
+        if (!CopyVerified(f0, frame, hdr, w)) return 0;
         uint seq0 = BinaryPrimitives.ReadUInt32BigEndian(new ReadOnlySpan<byte>(f0 + l4 + 4, 4));
         int tcpHeader = hdr - l4;
         int n = 1;
@@ -324,7 +328,7 @@ public static unsafe class Offload
             byte fl = f[l4 + 13];
             if ((fl != flags0 && fl != (flags0 | TcpPsh))
                 || BinaryPrimitives.ReadUInt32BigEndian(new ReadOnlySpan<byte>(f + l4 + 4, 4)) != seq0 + (uint)payload
-                || !SegmentChecksumsValid(f, flen))
+                || !CopyVerified(f, flen, hdr, w + payload))
                 break;
             payload += chunk;
             n++;
@@ -332,13 +336,6 @@ public static unsafe class Offload
         }
         if (n < 2) return 0;
         Buffer.MemoryCopy(train, dst, prefix + hdr, prefix + hdr);
-        byte* w = dst + prefix + hdr;
-        for (int k = 0; k < n; k++)
-        {
-            int chunk = Math.Min(stride, length - k * stride) - prefix - hdr;
-            Buffer.MemoryCopy(train + (nint)k * stride + prefix + hdr, w, chunk, chunk);
-            w += chunk;
-        }
         byte* o = dst + prefix;
         int total = hdr + payload;
         var oip = new Span<byte>(o + l3, total - l3);
@@ -352,13 +349,16 @@ public static unsafe class Offload
         return prefix + total;
     }
 
-    /// <summary>IPv4 total length, header checksum and TCP checksum of one Ethernet/IPv4 (no options)/TCP frame.</summary>
-    private static bool SegmentChecksumsValid(byte* f, int flen)
+    /// <summary>Copies the payload of one Ethernet/IPv4 (no options)/TCP frame (headers <paramref name="hdr"/> bytes) to
+    /// <paramref name="to"/> and checks the IPv4 total length, header checksum and TCP checksum on the way.</summary>
+    private static bool CopyVerified(byte* f, int flen, int hdr, byte* to)
     {
+        const int l4 = EthernetView.HeaderSize + Ipv4View.MinHeaderSize;
         var ip = new ReadOnlySpan<byte>(f + EthernetView.HeaderSize, flen - EthernetView.HeaderSize);
-        return BinaryPrimitives.ReadUInt16BigEndian(ip[2..]) == ip.Length
-            && Checksum.IsValid(ip[..Ipv4View.MinHeaderSize])
-            && Checksum.IsValid(ip[Ipv4View.MinHeaderSize..], PseudoHeaderSum4(ip, ip.Length - Ipv4View.MinHeaderSize));
+        if (BinaryPrimitives.ReadUInt16BigEndian(ip[2..]) != ip.Length || !Checksum.IsValid(ip[..Ipv4View.MinHeaderSize])) return false;
+        ushort payloadSum = Checksum.SumAndCopy(new ReadOnlySpan<byte>(f + hdr, flen - hdr), new Span<byte>(to, flen - hdr));
+        ushort headerSum = Checksum.Sum(new ReadOnlySpan<byte>(f + l4, hdr - l4), PseudoHeaderSum4(ip, flen - l4));
+        return Checksum.Fold((ulong)headerSum + payloadSum) == 0xFFFF;
     }
 
     /// <summary>

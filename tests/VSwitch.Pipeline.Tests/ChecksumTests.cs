@@ -51,6 +51,31 @@ public class ChecksumTests
     }
 
     [Fact]
+    public void Long_sums_and_sum_and_copy_match_the_slow_oracle()
+    {
+        // Lengths around the vector path's thresholds (128, multiples of 64) and super-frame sizes.
+        var rng = new Random(1624);
+        byte[] buf = new byte[66_016];
+        byte[] dst = new byte[66_016];
+        int[] lengths = [0, 1, 63, 64, 65, 127, 128, 129, 191, 192, 193, 1397, 1398, 1448, 4096, 65_535, 65_999];
+        for (int iter = 0; iter < 400; iter++)
+        {
+            int length = iter < lengths.Length ? lengths[iter] : rng.Next(66_000);
+            rng.NextBytes(buf);
+            if (iter % 3 == 0) buf.AsSpan(0, length + 8).Fill(0xFF); // carries in every lane
+            int offset = rng.Next(8);
+            ushort initial = (ushort)rng.Next(65536);
+            ReadOnlySpan<byte> s = buf.AsSpan(offset, length);
+            ushort expected = SlowSum(s, initial);
+            Assert.Equal(expected, Checksum.Sum(s, initial));
+            Array.Clear(dst);
+            int at = rng.Next(8);
+            Assert.Equal(expected, Checksum.SumAndCopy(s, dst.AsSpan(at), initial));
+            Assert.True(s.SequenceEqual(dst.AsSpan(at, length)), $"copy of {length} bytes");
+        }
+    }
+
+    [Fact]
     public void Sum_of_all_ones_and_all_zeros()
     {
         Assert.Equal(0, Checksum.Sum([]));
