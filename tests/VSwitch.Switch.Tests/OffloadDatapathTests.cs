@@ -16,13 +16,13 @@ public class OffloadDatapathTests
 {
     private static readonly MacAddress RouterMac = MacAddress.Parse("0e:00:0a:f4:01:01");
     private static readonly MacAddress PeerVtep = MacAddress.Parse("0e:00:0a:f4:02:01");
-    private static readonly MacAddress PodA = MacAddress.Parse("02:00:0a:f4:01:02");
+    internal static readonly MacAddress PodA = MacAddress.Parse("02:00:0a:f4:01:02");
     private static readonly MacAddress PodB = MacAddress.Parse("02:00:0a:f4:01:03");
     private static readonly MacAddress PodC = MacAddress.Parse("02:00:0a:f4:01:04");
 
     /// <summary>A TCP super-frame as a TAP with TSO hands it over: one IPv4 packet of <paramref name="payload"/> bytes whose
     /// checksum field holds only the pseudo-header sum.</summary>
-    private static byte[] SuperFrame(MacAddress dst, string dstIp, int payload)
+    internal static byte[] SuperFrame(MacAddress dst, string dstIp, int payload)
     {
         byte[] f = Tcp(dst, PodA, "10.244.1.2", dstIp, 40000, 5201, TcpFlags.Ack | TcpFlags.Psh, seq: 5000, ack: 1, payload: payload);
         ushort pseudo = Checksum.PseudoHeaderSum(Ip("10.244.1.2"), Ip(dstIp), IpProtocol.Tcp, 20 + payload);
