@@ -170,12 +170,17 @@ for n in "${NODES[@]}"; do
     in_ns "$UL_NS" ip link set "p$n" mtu "$UL_MTU" master "$UL_BR" up
     in_ns "$(node_ns "$n")" ip link set "$UL_IF" mtu "$UL_MTU" up
     in_ns "$(node_ns "$n")" ip addr add "$(ul_ip "$n")/24" dev "$UL_IF"
-    # Complete frames on the underlay: a CHECKSUM_PARTIAL skb crossing a veth
-    # into another namespace keeps its unfinished checksum, which a userspace
-    # receiver (the switch's UDP socket) would hand on as is; no GRO/GSO
-    # super-frames either, so the capture shows what is on the wire.
-    offloads_off "$UL_IF" "$(node_ns "$n")"
-    offloads_off "p$n" "$UL_NS"
+    # Kernel nodes send complete frames: a kernel vxlan skb whose inner
+    # checksum is CHECKSUM_PARTIAL keeps it unfinished across a veth into
+    # another namespace, and the switch's UDP socket would hand the inner
+    # frame on as is. Their bridge port takes no UDP GSO trains either (they
+    # are cut and checksummed in software on the way to them). The switches'
+    # underlay keeps its offloads, as a node's NIC would: their UDP GSO trains
+    # reach the other switches' GRO sockets whole.
+    if [[ " ${KERNEL_NODES[*]} " == *" $n "* ]]; then
+        offloads_off "$UL_IF" "$(node_ns "$n")"
+        offloads_off "p$n" "$UL_NS"
+    fi
 done
 
 # ---------------------------------------------------------------- kernel (flannel-style) nodes
@@ -370,8 +375,10 @@ if ((${#VS_NODES[@]} > 0)); then
                 continue
             fi
             quiet_ns "${POD_NS[$k]}"
-            # The switch does no checksum offload: pods send complete frames.
-            offloads_off eth0 "${POD_NS[$k]}"
+            # Pods "a" keep their offloads (TSO super-frames and partial checksums
+            # cross the switch, the tunnel carries them as UDP GSO/GRO trains);
+            # pods "b" send complete frames: both ways are tested.
+            [[ "$k" == *b ]] && offloads_off eth0 "${POD_NS[$k]}"
             mtu="$(ip -n "${POD_NS[$k]}" -o link show dev eth0 | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')"
             if [[ "$mtu" == "${POD_MTU_OF[$k]}" ]]; then
                 pass "${POD_NAME[$k]}: eth0 MTU $mtu$([[ ${POD_MTU_OF[$k]} == "$POD_MTU" ]] && echo ' (overlay default = underlayMtu - 50)')"
@@ -623,7 +630,29 @@ EOF
     fi
 }
 
+port_metric() { # port_metric NODE PORT METRIC: a vswitch_port_<METRIC>_total value (empty if none)
+    vs "$1" metrics 2>/dev/null | awk -v m="vswitch_port_${3}_total" -v p="port=\"$2\"" \
+        'index($0, m "{") == 1 && index($0, p) { print $NF; exit }'
+}
+
+gso0="" gro0="" gso1="" gro1=""
+((REFERENCE)) || gso0="$(port_metric 1 vxlan tx_super_frames)"
+((REFERENCE)) || gro0="$(port_metric 2 vxlan rx_super_frames)"
 iperf_check 1a 2a # VSwitch -> VSwitch
+((REFERENCE)) || gso1="$(port_metric 1 vxlan tx_super_frames)"
+((REFERENCE)) || gro1="$(port_metric 2 vxlan rx_super_frames)"
+# The pods' TSO super-frames leave node 1 as UDP GSO sends and reach node 2's
+# pod as super-frames again (UDP GRO train coalesced by the switch).
+if ((REFERENCE)); then
+    :
+elif [[ "$gso0" =~ ^[0-9]+$ && "$gso1" =~ ^[0-9]+$ && "$gro0" =~ ^[0-9]+$ && "$gro1" =~ ^[0-9]+$ ]] \
+    && ((gso1 > gso0 && gro1 > gro0)); then
+    pass "tunnel offloads: node-1 vxlan sent $((gso1 - gso0)) UDP GSO trains, node-2 vxlan coalesced $((gro1 - gro0)) GRO trains into TCP super-frames"
+else
+    vs 1 metrics >"$WORK/metrics-n1.txt" 2>&1 || true
+    vs 2 metrics >>"$WORK/metrics-n1.txt" 2>&1 || true
+    fail "tunnel offloads: vxlan tx super-frames on node-1 ${gso0:-?} -> ${gso1:-?}, rx super-frames on node-2 ${gro0:-?} -> ${gro1:-?}" "$WORK/metrics-n1.txt"
+fi
 iperf_check 2a 1a # VSwitch -> VSwitch, other way
 iperf_check 1a 4a # VSwitch -> kernel node
 iperf_check 4b 3a # kernel node -> VSwitch
