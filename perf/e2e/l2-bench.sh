@@ -21,7 +21,8 @@
 # Linux bridge there is no switch process: forwarding runs in the sender's
 # softirq context, i.e. on CPU 0 as well.
 #
-# Measurements (each RUNS times, median reported):
+# Measurements (each RUNS times, median reported), after a warm-up per
+# datapath (iperf3 TCP and UDP64, 3 s each, not measured):
 #   TCP    iperf3 -t 5, receiver Gb/s
 #   UDP64  iperf3 -u -l 18 -b 0 -t 5 (18 B payload + 8 UDP + 20 IP + 14 Eth
 #          = 60 B, a 64-byte frame with FCS), receiver packets/s and loss %
@@ -53,6 +54,7 @@ RUNS=3
 ONLY="$ALL_DATAPATHS"
 OUT=""
 DURATION=5
+WARMUP=3
 PING_COUNT=50
 # UDP64 rate search (see the header).
 UDP_SEARCH=1
@@ -604,6 +606,9 @@ run_datapath() { # run_datapath DP
     fi
     if ((ok)); then
         record "$dp" status ok
+        # Warm-up, not measured: the switch's JIT reaches its optimised code (and every datapath's caches are warm).
+        iperf_run "$dp-warmup-tcp" "$WARMUP" >/dev/null || log "$dp: warm-up TCP transfer failed"
+        iperf_run "$dp-warmup-udp" "$WARMUP" -u -l 18 -b 0 >/dev/null || log "$dp: warm-up UDP transfer failed"
         for ((run = 1; run <= RUNS; run++)); do
             measure_tcp "$dp" "$run" || log "$dp run $run: TCP measurement failed"
             UDP_APP_PPS=""
