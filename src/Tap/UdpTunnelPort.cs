@@ -208,14 +208,7 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
             }
             if (stride <= 0 || stride >= length)
             {
-                ref PacketMeta m = ref meta[slot];
-                m.Offset = slab.Headroom;
-                m.Length = length;
-                m.InPort = Id;
-                m.PeerAddr = peer;
-                batch.Add(slot);
-                accepted++;
-                bytes += length;
+                Deliver(slab, batch, slot, length, peer, ref accepted, ref bytes);
                 continue;
             }
             // A GRO train: runs of one TCP flow's consecutive segments become super-frames (when some port takes them:
@@ -234,15 +227,10 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
                         slab.SlotPointer(large) + lm.Offset, slab.SizeOf(large) - lm.Offset, out ushort mss, out int merged);
                     if (n > 0)
                     {
-                        lm.Length = n;
-                        lm.InPort = Id;
-                        lm.PeerAddr = peer;
                         lm.Gso = GsoType.Tcp4;
                         lm.GsoSize = mss;
                         lm.Flags |= PacketFlags.ChecksumPartial;
-                        batch.Add(large);
-                        accepted++;
-                        bytes += n;
+                        Deliver(slab, batch, large, n, peer, ref accepted, ref bytes);
                         superFrames++;
                         _pendingSegment += merged;
                         continue;
@@ -256,14 +244,8 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
                     _pendingSegment = count;
                     break;
                 }
-                ref PacketMeta m = ref meta[s];
-                Buffer.MemoryCopy(at, slab.SlotPointer(s) + m.Offset, part, part);
-                m.Length = part;
-                m.InPort = Id;
-                m.PeerAddr = peer;
-                batch.Add(s);
-                accepted++;
-                bytes += part;
+                Buffer.MemoryCopy(at, slab.SlotPointer(s) + meta[s].Offset, part, part);
+                Deliver(slab, batch, s, part, peer, ref accepted, ref bytes);
                 _pendingSegment++;
             }
             if (_pendingSegment < count) break; // the batch is full: the rest of this train comes next call
@@ -274,6 +256,18 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
         Counters.Add((int)PortCounter.RxBytes, bytes);
         if (superFrames > 0) Counters.Add((int)PortCounter.RxSuperFrames, superFrames);
         return accepted;
+    }
+
+    /// <summary>Hands a received packet (at the slot's offset, <paramref name="length"/> bytes) to the batch.</summary>
+    private void Deliver(PacketSlab slab, PacketBatch batch, int slot, int length, uint peer, ref int accepted, ref long bytes)
+    {
+        ref PacketMeta m = ref slab.Meta[slot];
+        m.Length = length;
+        m.InPort = Id;
+        m.PeerAddr = peer;
+        batch.Add(slot);
+        accepted++;
+        bytes += length;
     }
 
     /// <summary>Sends each frame (outer IPv4 header first) to its <see cref="PacketMeta.PeerAddr"/>; runs cut from one
