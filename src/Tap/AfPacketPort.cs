@@ -59,11 +59,8 @@ public sealed unsafe class AfPacketPort : IPacketPort
                 throw PortException.FromErrno($"PACKET_AUXDATA on '{ifName}'", Marshal.GetLastPInvokeError());
             // Not fatal on old kernels: outgoing frames are then skipped by their packet type.
             _ = Native.SetSockOpt(fd, Native.SOL_PACKET, Native.PACKET_IGNORE_OUTGOING, &one, sizeof(int));
-            int buf = 4 << 20;
-            if (Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_RCVBUFFORCE, &buf, sizeof(int)) < 0)
-                _ = Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_RCVBUF, &buf, sizeof(int));
-            if (Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_SNDBUFFORCE, &buf, sizeof(int)) < 0)
-                _ = Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_SNDBUF, &buf, sizeof(int));
+            Native.SetBufferSize(fd, send: false, 4 << 20);
+            Native.SetBufferSize(fd, send: true, 4 << 20);
             Native.SockAddrLl addr = default;
             addr.Family = Native.AF_PACKET;
             addr.Protocol = Native.HostToNetwork(Native.ETH_P_ALL);

@@ -220,6 +220,14 @@ internal static unsafe partial class Native
         public int Type;
     }
 
+    /// <summary>Sets a socket buffer size past <c>net.core.[rw]mem_max</c> (SO_*BUFFORCE, root), else as far as the limit
+    /// allows. Never fails: a smaller buffer only means earlier drops under load.</summary>
+    public static void SetBufferSize(int fd, bool send, int bytes)
+    {
+        if (SetSockOpt(fd, SOL_SOCKET, send ? SO_SNDBUFFORCE : SO_RCVBUFFORCE, &bytes, sizeof(int)) < 0)
+            _ = SetSockOpt(fd, SOL_SOCKET, send ? SO_SNDBUF : SO_RCVBUF, &bytes, sizeof(int));
+    }
+
     /// <summary>CMSG_SPACE(<paramref name="dataSize"/>): room one control message takes (64-bit alignment).</summary>
     public static int ControlSpace(int dataSize) => sizeof(CMsgHdr) + ((dataSize + 7) & ~7);
 

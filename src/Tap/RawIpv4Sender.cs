@@ -43,8 +43,7 @@ public sealed unsafe class RawIpv4Sender : IDisposable
         int fd = Native.Socket(Native.AF_INET, Native.SOCK_RAW | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, Native.IPPROTO_RAW);
         if (fd < 0) throw PortException.FromErrno($"cannot open {what}'s raw IPv4 socket", Marshal.GetLastPInvokeError());
         var handle = new FdHandle(fd);
-        if (Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_SNDBUFFORCE, &sendBuffer, sizeof(int)) < 0)
-            _ = Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_SNDBUF, &sendBuffer, sizeof(int));
+        Native.SetBufferSize(fd, send: true, sendBuffer);
         if (mark != 0 && Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_MARK, &mark, sizeof(uint)) < 0)
         {
             int e = Marshal.GetLastPInvokeError();

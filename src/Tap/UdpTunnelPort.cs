@@ -104,8 +104,7 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
         try
         {
             int buf = 8 << 20;
-            if (Native.SetSockOpt(rx, Native.SOL_SOCKET, Native.SO_RCVBUFFORCE, &buf, sizeof(int)) < 0)
-                _ = Native.SetSockOpt(rx, Native.SOL_SOCKET, Native.SO_RCVBUF, &buf, sizeof(int));
+            Native.SetBufferSize(rx, send: false, buf);
             int on = 1;
             bool gro = Native.SetSockOpt(rx, Native.SOL_UDP, Native.UDP_GRO, &on, sizeof(int)) == 0;
             Native.SockAddrIn a = default;
@@ -146,8 +145,7 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
             int fd = Native.Socket(Native.AF_INET, Native.SOCK_DGRAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
             if (fd < 0) throw PortException.FromErrno("cannot open an overlay send socket", Marshal.GetLastPInvokeError());
             fds.Add(new FdHandle(fd));
-            if (Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_SNDBUFFORCE, &sendBuffer, sizeof(int)) < 0)
-                _ = Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_SNDBUF, &sendBuffer, sizeof(int));
+            Native.SetBufferSize(fd, send: true, sendBuffer);
             int small = 4096; // never read: anything sent to these ports is dropped once this is full
             _ = Native.SetSockOpt(fd, Native.SOL_SOCKET, Native.SO_RCVBUF, &small, sizeof(int));
             int ttl = 64, pmtu = Native.IP_PMTUDISC_DONT;
