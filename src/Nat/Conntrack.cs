@@ -36,6 +36,8 @@ public enum CtStatus : byte
     SrcNat = 1 << 3,
     /// <summary>Picked up mid-stream (TCP without the SYN, like nf_conntrack_tcp_loose).</summary>
     Loose = 1 << 4,
+    /// <summary>The reply tuple belongs to another worker, which was told to hand the replies here.</summary>
+    Redirected = 1 << 5,
 }
 
 /// <summary>Why an endpoint was chosen (shown by the CLI and the trace).</summary>
@@ -274,11 +276,17 @@ public sealed class Conntrack
         _free[_freeCount++] = e;
     }
 
+    public delegate void EntryAction(in CtEntry e);
+
+    /// <summary>Called for an entry marked <see cref="CtStatus.Redirected"/> as it is deleted (other workers must forget it).</summary>
+    public EntryAction? Removing { get; set; }
+
     /// <summary>Removes an entry from the table.</summary>
     public void Delete(int e)
     {
         ref CtEntry x = ref _entries[e];
         if (x.Live == 0) return;
+        if ((x.Status & CtStatus.Redirected) != 0) Removing?.Invoke(in x);
         Release(e, Hash(x.Orig), Hash(x.Reply));
     }
 

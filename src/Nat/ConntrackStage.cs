@@ -30,6 +30,7 @@ public sealed class ConntrackStage : Stage
         [Description("Packets not tracked (other protocols, non-first fragments, ICMP informational)")] Untracked,
         [Description("Connections refused because the Service has no endpoint (TCP RST / ICMP port unreachable sent)")] Rejected,
         [Description("TCP connections picked up mid-stream")] Loose,
+        [Description("Packets handed to the worker that owns their NATed connection (several workers)")] HandedOff,
     }
 
     public enum Reason
@@ -44,6 +45,7 @@ public sealed class ConntrackStage : Stage
         [Description("externalTrafficPolicy/internalTrafficPolicy Local and no endpoint on this node")] NoLocalEndpoint,
         [Description("Service has no endpoint and the refusal was rate-limited")] NoEndpoint,
         [Description("Address in the Service CIDR that no Service port owns")] NoService,
+        [Description("The worker owning the connection held a full ring of this worker's packets")] HandOffRefused,
     }
 
     private enum Code
@@ -145,7 +147,7 @@ public sealed class ConntrackStage : Stage
                     }
                     if (type is IcmpType.DestinationUnreachable or IcmpType.TimeExceeded or 12 /* parameter problem */)
                     {
-                        next[i] = RelatedError<T>(ctx, ref m, ip);
+                        next[i] = RelatedError<T>(ctx, s, ref m, ip);
                         continue;
                     }
                     Counters.Add((int)Counter.Untracked);
@@ -198,7 +200,30 @@ public sealed class ConntrackStage : Stage
                         (ulong)Read32(ip, 12) << 32 | Read32(ip, 16), (ulong)Read16(l4, 0) << 16 | Read16(l4, 2), now);
                 continue;
             }
+            if (_nat.Steering is { } steering && HandOff(steering, key, s, ref m, out byte edge))
+            {
+                next[i] = edge;
+                continue;
+            }
             next[i] = New<T>(ctx, s, ref m, ip, key, hash, tcpFlags);
+        }
+    }
+
+    /// <summary>A miss with several workers: the connection may be another worker's (a NATed connection's reply).</summary>
+    private bool HandOff(ConnectionSteering steering, in FlowKey key, int s, ref PacketMeta m, out byte edge)
+    {
+        switch (steering.TryHandOff(key, s))
+        {
+            case ConnectionSteering.HandOffResult.HandedOff:
+                Counters.Add((int)Counter.HandedOff);
+                edge = StageGraph.Consumed;
+                return true;
+            case ConnectionSteering.HandOffResult.Refused:
+                edge = Drop(ref m, (int)Reason.HandOffRefused);
+                return true;
+            default:
+                edge = 0;
+                return false;
         }
     }
 
@@ -271,6 +296,7 @@ public sealed class ConntrackStage : Stage
         x.Rule = rule;
         x.Packets0 = 1;
         x.Bytes0 = ip.Length;
+        _nat.Steering?.Created(ref x);
         if (x.IsNat) NatRewrite.Apply(ip, reply.Inverse(), (m.Flags & PacketFlags.ChecksumPartial) != 0);
         m.CtIndex = e * 2;
         Counters.Add((int)Counter.New);
@@ -344,6 +370,8 @@ public sealed class ConntrackStage : Stage
             ep = cands[(int)(((ulong)NextRandom() * (ulong)cands.Length) >> 32)];
             if (fe.Affinity) _nat.Affinity.Set(fe.AffinityKey, key.Src, ep.Address, ep.Port, now + affinityTicks);
         }
+        // Other workers serve this client's other connections: they learn the choice (and its renewed timeout).
+        if (fe.Affinity) _nat.Steering?.AffinitySet(fe.AffinityKey, key.Src, ep.Address, ep.Port, now + affinityTicks);
         // Hairpin: a pod reaching itself through its Service is masqueraded so its reply returns through the switch.
         if (ep.Address == key.Src) snat = true;
 
@@ -364,6 +392,7 @@ public sealed class ConntrackStage : Stage
         x.Rule = rule;
         x.Packets0 = 1;
         x.Bytes0 = ip.Length;
+        _nat.Steering?.Created(ref x);
         NatRewrite.Apply(ip, reply.Inverse(), (m.Flags & PacketFlags.ChecksumPartial) != 0);
         m.CtIndex = e * 2;
         Counters.Add((int)Counter.New);
@@ -414,12 +443,15 @@ public sealed class ConntrackStage : Stage
     private bool AllocatePort(ref FlowKey reply, ushort min, ushort max, ushort preferred, ulong hash)
     {
         Conntrack ct = _nat.Conntrack;
+        // With several workers, only ports whose reply hashes to this worker: the reply then needs no redirect, and any
+        // other connection that could clash with the tuple lives in this worker's table.
+        ConnectionSteering? st = _nat.Steering;
         bool icmp = reply.Proto == IpProtocol.Icmp;
         if (preferred >= min && preferred <= max)
         {
             if (icmp) reply.SrcPort = preferred;
             else reply.DstPort = preferred;
-            if (!ct.InUse(reply)) return true;
+            if (!ct.InUse(reply) && (st is null || st.IsLocal(reply))) return true;
         }
         int n = max - min + 1;
         int start = (int)(hash % (ulong)n);
@@ -428,7 +460,7 @@ public sealed class ConntrackStage : Stage
             ushort p = (ushort)(min + (start + i) % n);
             if (icmp) reply.SrcPort = p;
             else reply.DstPort = p;
-            if (!ct.InUse(reply)) return true;
+            if (!ct.InUse(reply) && (st is null || st.IsLocal(reply))) return true;
         }
         return false;
     }
@@ -465,7 +497,7 @@ public sealed class ConntrackStage : Stage
     }
 
     /// <summary>An ICMP error: find the flow it quotes, translate it the way that flow is translated, or drop it INVALID.</summary>
-    private byte RelatedError<T>(WorkerContext ctx, ref PacketMeta m, Span<byte> ip) where T : struct, ITraceMode
+    private byte RelatedError<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip) where T : struct, ITraceMode
     {
         int ihl = (ip[0] & 0x0F) * 4;
         Span<byte> inner = ip[(ihl + IcmpView.HeaderSize)..];
@@ -473,6 +505,7 @@ public sealed class ConntrackStage : Stage
         FlowKey arrived = quoted.Inverse();
         Conntrack ct = _nat.Conntrack;
         int r = ct.Lookup(arrived, ct.Hash(arrived));
+        if (r < 0 && _nat.Steering is { } steering && HandOff(steering, arrived, s, ref m, out byte edge)) return edge;
         if (r < 0) return Drop(ref m, (int)Reason.InvalidIcmpError);
         ref CtEntry e = ref ct[r >> 1];
         if (e.IsNat)

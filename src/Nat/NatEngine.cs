@@ -67,6 +67,17 @@ public sealed class NatEngine
     public AffinityTable Affinity { get; }
     public NodeIdentity Node { get; }
     public ServiceTable Services => _services;
+    /// <summary>Flow affinity between workers; null with one worker.</summary>
+    public ConnectionSteering? Steering { get; private set; }
+
+    /// <summary>Makes this engine one worker's among several (before traffic).</summary>
+    public ConnectionSteering EnableSteering(WorkerMesh mesh, int self)
+    {
+        var st = new ConnectionSteering(mesh, self, Options.MaxConnections);
+        Steering = st;
+        Conntrack.Removing = st.Removed;
+        return st;
+    }
     /// <summary>Connections evicted because their endpoint left the Service.</summary>
     public long Evicted { get; private set; }
     public long Expired { get; private set; }

@@ -65,13 +65,17 @@ public sealed class StageGraph
     public Stage? Find(string name) => Array.Find(_stages, s => s.Name == name);
 
     /// <summary>Runs one input batch through the graph. The input batch is left empty.</summary>
-    public void Run(WorkerContext ctx, PacketBatch input)
+    public void Run(WorkerContext ctx, PacketBatch input) => RunFrom(ctx, 0, input);
+
+    /// <summary>Runs one input batch through the graph from stage <paramref name="first"/> on (packets another worker
+    /// handed over enter after the stage that steered them). The input batch is left empty.</summary>
+    public void RunFrom(WorkerContext ctx, int first, PacketBatch input)
     {
         if (input.Count == 0) return;
         ctx.Now = ctx.Time.GetTimestamp();
-        RunStage(ctx, 0, input);
+        RunStage(ctx, first, input);
         input.Clear();
-        for (int i = 1; i < _stages.Length; i++)
+        for (int i = first + 1; i < _stages.Length; i++)
         {
             PacketBatch b = _pending[i];
             if (b.Count == 0) continue;

@@ -30,6 +30,9 @@ public sealed record DatapathOptions
     public OverlayOptions? Overlay { get; init; }
     /// <summary>Connection tracking and Service NAT (needs routing); null for none.</summary>
     public NatOptions? Nat { get; init; }
+    /// <summary>The workers of one switch, when there are several: this datapath is worker <see cref="WorkerIndex"/>.</summary>
+    public WorkerMesh? Mesh { get; init; }
+    public int WorkerIndex { get; init; }
 }
 
 /// <summary>
@@ -37,10 +40,12 @@ public sealed record DatapathOptions
 /// State is touched only by the worker thread; the control plane runs its reads and changes on that thread
 /// between batches through <see cref="InvokeAsync{T}"/>, so no per-packet lock exists anywhere.
 /// </summary>
-public sealed class Datapath : IDisposable
+public sealed class Datapath : IDisposable, IMeshHandler
 {
     private readonly ConcurrentQueue<Action> _commands = new();
     private readonly PacketBatch _rx;
+    private readonly PacketBatch? _inbound;
+    private readonly int _afterSteer = -1;
     private Thread? _thread;
     private Epoll? _epoll;
     private volatile bool _stop;
@@ -53,6 +58,13 @@ public sealed class Datapath : IDisposable
         if (options.BatchSize is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "batch size must be 1..256");
         if (options.LargeSlots is < 0 or > 4096) throw new ArgumentOutOfRangeException(nameof(options), "large slots must be 0..4096");
         Slab = new PacketSlab(Math.Max(options.Slots, options.BatchSize * 2), largeCapacity: options.LargeSlots);
+        Mesh = options.Mesh is { Count: > 1 } mesh ? mesh : null;
+        if (Mesh is not null)
+        {
+            if (options.WorkerIndex < 0 || options.WorkerIndex >= Mesh.Count) throw new ArgumentOutOfRangeException(nameof(options), "worker index outside the mesh");
+            Mesh.Attach(options.WorkerIndex, Slab, () => _epoll?.Wake());
+        }
+        WorkerIndex = options.WorkerIndex;
         Context = new WorkerContext(Slab, Time);
         long agingTicks = (long)(options.MacAging.TotalSeconds * Time.TimestampFrequency);
         Macs = new MacTable(options.MacTableSize, agingTicks);
@@ -67,10 +79,20 @@ public sealed class Datapath : IDisposable
                 Time.TimestampFrequency, Router.IcmpBudget);
             Router.Nat = Nat;
         }
+        if (Mesh is not null)
+        {
+            if (Nat is not null) Nat.EnableSteering(Mesh, WorkerIndex).Handler = this;
+            if (Router is not null)
+                Router.NeighborLearned = (ip, mac, port) => Mesh.Broadcast(WorkerIndex,
+                    new MeshMessage { Kind = MeshKind.NeighborLearned, From = WorkerIndex, A = ip, B = mac, C = port });
+        }
+        // With several workers and connection tracking, IPv4 packets go to the worker that owns their flow first.
+        bool steer = Mesh is not null && Nat is not null;
         string output = Overlay is null ? "port-tx" : "vxlan-encap";
         var stages = new List<Stage> { new PortRxStage("ethernet-parse", Ports, Overlay is null ? null : "vxlan-decap") };
         if (Overlay is not null) stages.Add(new VxlanDecapStage(Overlay));
-        stages.Add(new EthernetParseStage());
+        stages.Add(new EthernetParseStage(steer ? "steer" : "l2-learn"));
+        if (steer) stages.Add(new SteerStage(Mesh!, WorkerIndex, "l2-learn"));
         stages.Add(new L2LearnStage(Macs, options.MacTableFullPolicy, Nat is null ? "l2-forward" : "conntrack"));
         if (Nat is not null) stages.Add(new ConntrackStage(Nat, "l2-forward", output));
         stages.Add(new L2ForwardStage(Macs, output, Router?.RouterMac ?? 0));
@@ -86,6 +108,11 @@ public sealed class Datapath : IDisposable
         Graph = new StageGraph(stages, options.BatchSize, Slab.Capacity + Slab.LargeCapacity);
         Router?.RebuildRoutes();
         _rx = new PacketBatch(options.BatchSize);
+        if (steer)
+        {
+            _inbound = new PacketBatch(options.BatchSize);
+            _afterSteer = Graph.Find("steer")!.Index + 1;
+        }
         StartedAt = Time.GetTimestamp();
         _nextSweep = StartedAt;
     }
@@ -100,6 +127,9 @@ public sealed class Datapath : IDisposable
     public Router? Router { get; }
     public Overlay? Overlay { get; }
     public NatEngine? Nat { get; }
+    /// <summary>The other workers of this switch (null when this is the only one).</summary>
+    public WorkerMesh? Mesh { get; }
+    public int WorkerIndex { get; }
     public long StartedAt { get; }
     public bool IsRunning => _thread is not null;
     /// <summary>Entries removed by aging sweeps.</summary>
@@ -138,7 +168,7 @@ public sealed class Datapath : IDisposable
     /// Returns the number of packets received.</summary>
     public int RunOnce()
     {
-        int total = 0;
+        int total = FromOtherWorkers();
         for (int p = 0; p < Ports.Count; p++) total += Poll(Ports[p]!);
         Housekeeping();
         return total;
@@ -147,9 +177,47 @@ public sealed class Datapath : IDisposable
     private int Poll(IPacketPort port)
     {
         int n = port.Receive(Slab, _rx, Options.BatchSize);
-        if (n > 0) Graph.Run(Context, _rx);
-        else _rx.Clear();
+        if (n > 0)
+        {
+            Graph.Run(Context, _rx);
+            Mesh?.WakeTargets(WorkerIndex);
+        }
+        else
+        {
+            _rx.Clear();
+        }
         return n;
+    }
+
+    /// <summary>Frees the slots other workers have copied, applies their messages and runs the packets they handed
+    /// over (a bounded number of batches). Returns the number of packets run.</summary>
+    private int FromOtherWorkers()
+    {
+        if (Mesh is not { } mesh) return 0;
+        mesh.DrainReturns(WorkerIndex, Slab);
+        mesh.DrainMessages(WorkerIndex, this);
+        if (_inbound is null) return 0;
+        int total = 0;
+        for (int round = 0; round < 16; round++)
+        {
+            int n = mesh.DrainPackets(WorkerIndex, Slab, _inbound);
+            if (n == 0) break;
+            Graph.RunFrom(Context, _afterSteer, _inbound);
+            mesh.WakeTargets(WorkerIndex);
+            total += n;
+        }
+        return total;
+    }
+
+    /// <summary>A message from another worker (on this worker's thread).</summary>
+    public void Handle(in MeshMessage m)
+    {
+        if (m.Kind == MeshKind.NeighborLearned)
+        {
+            Router?.Neighbors.Learn((uint)m.A, m.B, (ushort)m.C, Time.GetTimestamp());
+            return;
+        }
+        if (Nat?.Steering is { } st) st.Handle(m, Nat);
     }
 
     /// <summary>Aging sweep, off the fast path: at most once per sweep interval.</summary>
@@ -173,7 +241,7 @@ public sealed class Datapath : IDisposable
             int fd = Ports[p]!.PollHandle;
             if (fd >= 0) _epoll.Add(fd, (ulong)p);
         }
-        _thread = new Thread(WorkerLoop) { IsBackground = true, Name = "vswitch-worker-0" };
+        _thread = new Thread(WorkerLoop) { IsBackground = true, Name = $"vswitch-worker-{WorkerIndex}" };
         _thread.Start();
     }
 
@@ -189,8 +257,13 @@ public sealed class Datapath : IDisposable
         while (!_stop)
         {
             bool spinning = busyTicks > 0 && Time.GetTimestamp() - lastTraffic < busyTicks;
-            int n = ep.Wait(ready, spinning || carried > 0 ? 0 : 200, out _);
+            int timeout = spinning || carried > 0 ? 0 : 200;
+            // Other workers wake a sleeping worker they hand packets to; one with packets waiting does not sleep.
+            if (timeout > 0 && Mesh is not null && !Mesh.PrepareSleep(WorkerIndex)) timeout = 0;
+            int n = ep.Wait(ready, timeout, out _);
+            Mesh?.Awake(WorkerIndex);
             DrainCommands();
+            if (FromOtherWorkers() > 0) lastTraffic = Context.Now;
             // Serve ready ports in rounds until none returns a full batch (bounded, so commands and sweeps keep running).
             // Ports still holding received data (HasPending) are served next time round whether or not their descriptor
             // is readable.

@@ -81,7 +81,11 @@ public sealed class ArpStage : Stage
             if (role != PortRole.Tunnel && untagged && sha != 0 && (sha & 0x0100_0000_0000UL) == 0 && sha != routerMac
                 && ((o.PodCidr.Contains(new Ipv4Address(spa)) && spa != gateway) || (role == PortRole.Host && spa == gateway)))
             {
-                if (router.Neighbors.Learn(spa, sha, m.InPort, now)) Counters.Add((int)Counter.NeighborsLearned);
+                if (router.Neighbors.Learn(spa, sha, m.InPort, now))
+                {
+                    Counters.Add((int)Counter.NeighborsLearned);
+                    router.NeighborLearned?.Invoke(spa, sha, m.InPort);
+                }
                 else Counters.Add((int)Counter.NeighborTableFull);
             }
             Code code;

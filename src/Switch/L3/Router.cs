@@ -56,6 +56,8 @@ public sealed class Router
     public Overlay? Overlay { get; set; }
     /// <summary>Connection tracking and NAT, when enabled: ICMP errors about translated packets quote them untranslated.</summary>
     public NatEngine? Nat { get; set; }
+    /// <summary>Told of every neighbor learned or refreshed from ARP (other workers learn it too).</summary>
+    public Action<uint, ulong, ushort>? NeighborLearned { get; set; }
 
     /// <summary>Builds the route table from the node's settings, its host port and the overlay's peers.</summary>
     public void RebuildRoutes()
