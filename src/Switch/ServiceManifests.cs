@@ -16,18 +16,18 @@ public sealed partial class ServiceManifests : IDisposable
 {
     private readonly string _path;
     private readonly ManifestOptions _options;
-    private readonly Datapath _datapath;
+    private readonly IReadOnlyList<Datapath> _workers;
     private readonly ILogger _log;
     private readonly TimeSpan _interval;
     private readonly Lock _gate = new();
     private Timer? _timer;
     private string _signature = "";
 
-    public ServiceManifests(string path, ManifestOptions options, Datapath datapath, TimeSpan interval, ILogger log)
+    public ServiceManifests(string path, ManifestOptions options, IReadOnlyList<Datapath> workers, TimeSpan interval, ILogger log)
     {
         _path = path;
         _options = options;
-        _datapath = datapath;
+        _workers = workers;
         _interval = interval;
         _log = log;
     }
@@ -96,15 +96,16 @@ public sealed partial class ServiceManifests : IDisposable
     /// <summary>Reads, compiles and applies the manifests; the times reported run from the start of the read.</summary>
     private void Install()
     {
-        NatEngine nat = _datapath.Nat!;
+        NatEngine nat = _workers[0].Nat!;
         var sw = Stopwatch.StartNew();
         ClusterObjects objects = ManifestReader.ReadPath(_path, _options);
         double readMs = sw.Elapsed.TotalMilliseconds;
         ServiceTable table = nat.Compile(objects);
         double compileMs = sw.Elapsed.TotalMilliseconds - readMs;
-        Task<int> t = _datapath.InvokeAsync(() => nat.Apply(table));
-        if (!t.Wait(TimeSpan.FromSeconds(10))) throw new ManifestException("the worker did not take the new Services within 10 s");
-        int evicted = t.Result;
+        // Every worker installs the same (immutable) table on its own thread and evicts from its own connections.
+        Task<int>[] t = _workers.Select(w => w.InvokeAsync(() => w.Nat!.Apply(table))).ToArray();
+        if (!Task.WaitAll(t, TimeSpan.FromSeconds(10))) throw new ManifestException("the workers did not take the new Services within 10 s");
+        int evicted = t.Sum(x => x.Result);
         double totalMs = sw.Elapsed.TotalMilliseconds;
         Applied++;
         Installed?.Invoke(table);

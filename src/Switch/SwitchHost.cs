@@ -26,7 +26,10 @@ public sealed partial class SwitchHost : IDisposable
         Config = config;
         _log = log;
         _ = ConfigLoader.TryParsePolicy(config.Bridge.MacTableFullPolicy, out L2.MacTableFullPolicy policy);
-        Datapath = new Datapath(new DatapathOptions
+        int n = Math.Max(1, config.Datapath.Workers);
+        WorkerMesh? mesh = n > 1 ? new WorkerMesh(n) : null;
+        var workers = new Datapath[n];
+        for (int i = 0; i < n; i++) workers[i] = new Datapath(new DatapathOptions
         {
             BatchSize = config.Datapath.BatchSize,
             Slots = config.Datapath.Slots,
@@ -38,7 +41,10 @@ public sealed partial class SwitchHost : IDisposable
             Router = BuildRouterOptions(config),
             Overlay = BuildOverlayOptions(config),
             Nat = BuildNatOptions(config),
+            Mesh = mesh,
+            WorkerIndex = i,
         });
+        Workers = workers;
         NodeName = config.Node.Name ?? Environment.MachineName;
     }
 
@@ -113,7 +119,10 @@ public sealed partial class SwitchHost : IDisposable
     public int DefaultPodMtu => Config.Overlay is { } o ? o.UnderlayMtu - OverlayPeer.Overhead : 1500;
 
     public SwitchConfig Config { get; }
-    public Datapath Datapath { get; }
+    /// <summary>Worker 0: holds what every worker holds alike (configuration, routes, Services).</summary>
+    public Datapath Datapath => Workers[0];
+    /// <summary>Every worker, each with its own queue of every port.</summary>
+    public IReadOnlyList<Datapath> Workers { get; }
     public string NodeName { get; }
     public Control.ControlServer? Control { get; private set; }
     /// <summary>The Service manifests being watched (null when services.manifests is unset).</summary>
@@ -141,12 +150,15 @@ public sealed partial class SwitchHost : IDisposable
         for (int i = 0; i < Config.Ports.Count; i++)
         {
             PortConfig pc = Config.Ports[i];
-            IPacketPort port = OpenPort(pc, $"ports[{i}]");
-            ushort id = Datapath.AddPort(port);
-            // Pods the switch created are its neighbors from the start (as a CNI plugin knows what it configured).
-            if (Datapath.Router is { } r && pc.Address is not null && pc.Mac is not null
-                && Ipv4Prefix.TryParse(pc.Address, out _, out Ipv4Address ip) && r.Options.PodCidr.Contains(ip))
-                r.Neighbors.AddPermanent(ip, MacAddress.Parse(pc.Mac), id);
+            IPacketPort[] queues = OpenPort(pc, $"ports[{i}]");
+            for (int w = 0; w < Workers.Count; w++)
+            {
+                ushort id = Workers[w].AddPort(queues[w]);
+                // Pods the switch created are its neighbors from the start (as a CNI plugin knows what it configured).
+                if (Workers[w].Router is { } r && pc.Address is not null && pc.Mac is not null
+                    && Ipv4Prefix.TryParse(pc.Address, out _, out Ipv4Address ip) && r.Options.PodCidr.Contains(ip))
+                    r.Neighbors.AddPermanent(ip, MacAddress.Parse(pc.Mac), id);
+            }
         }
         if (Config.Host is { } host) OpenHostPort(host);
         if (Config.Overlay is { } overlay) OpenOverlay(overlay);
@@ -154,14 +166,17 @@ public sealed partial class SwitchHost : IDisposable
         for (int i = 0; i < Config.Bridge.StaticMacs.Count; i++)
         {
             StaticMacConfig s = Config.Bridge.StaticMacs[i];
-            IPacketPort p = Datapath.Ports.Find(s.Port!)!;
-            if (!Datapath.Macs.AddStatic(MacAddress.Parse(s.Mac!), (ushort)s.Vlan, p.Id))
-                throw new ConfigException($"bridge.staticMacs[{i}]: MAC table full (bridge.macTableSize {Config.Bridge.MacTableSize})");
+            foreach (Datapath w in Workers)
+            {
+                IPacketPort p = w.Ports.Find(s.Port!)!;
+                if (!w.Macs.AddStatic(MacAddress.Parse(s.Mac!), (ushort)s.Vlan, p.Id))
+                    throw new ConfigException($"bridge.staticMacs[{i}]: MAC table full (bridge.macTableSize {Config.Bridge.MacTableSize})");
+            }
         }
         if (Config.Services is { Manifests: { } manifests } sc)
         {
             _ = ConfigLoader.TryParsePortRange(sc.NodePortRange, out ushort npMin, out ushort npMax);
-            Manifests = new ServiceManifests(manifests, new ManifestOptions { NodePortMin = npMin, NodePortMax = npMax }, Datapath,
+            Manifests = new ServiceManifests(manifests, new ManifestOptions { NodePortMin = npMin, NodePortMax = npMax }, Workers,
                 TimeSpan.FromSeconds(sc.ReloadSeconds), _log);
             if (Steering is not null) Manifests.Installed = UpdateSteering;
             try
@@ -181,8 +196,11 @@ public sealed partial class SwitchHost : IDisposable
         Control = new Control.ControlServer(Config.Control.Socket, new Control.ControlHandler(this), _log);
         Control.Start();
         _undo.Push(("control socket", () => Control.Dispose()));
-        Datapath.Start();
-        _undo.Push(("worker", Datapath.Dispose));
+        foreach (Datapath w in Workers)
+        {
+            w.Start();
+            _undo.Push(($"worker {w.WorkerIndex}", w.Dispose));
+        }
         Manifests?.StartWatching();
     }
 
@@ -193,16 +211,15 @@ public sealed partial class SwitchHost : IDisposable
         string ifName = host.Interface!;
         MacAddress mac = host.Mac is { } m ? MacAddress.Parse(m) : new MacAddress(0x0E01_0000_0000UL | ro.Gateway.Value);
         int mtu = host.Mtu ?? DefaultPodMtu;
-        TapPort tap;
+        TapPort[] taps;
         try
         {
-            tap = TapPort.Open("host", ifName, host.Offloads);
+            taps = OpenTapQueues("host", ifName, host.Offloads);
         }
         catch (PortException e)
         {
             throw new PortException($"host.interface: {e.Message}", e.Errno);
         }
-        _undo.Push(($"tap {ifName}", tap.Dispose));
         NetNs.Ip("link", "set", "dev", ifName, "address", mac.ToString());
         NetNs.Ip("addr", "add", $"{ro.Gateway}/{ro.PodCidr.Length}", "dev", ifName);
         NetNs.BringUp(ifName, mtu);
@@ -211,34 +228,41 @@ public sealed partial class SwitchHost : IDisposable
         // The node reaches ClusterIPs through the switch too (kube-proxy's OUTPUT chain does this in the kernel).
         if (Datapath.Nat?.Options.ServiceCidr is { } svc)
             NetNs.Ip("route", "replace", svc.ToString(), "dev", ifName, "src", ro.Gateway.ToString());
-        ushort id = Datapath.AddPort(tap, PortRole.Host);
-        router.HostMac = mac;
-        router.Neighbors.AddPermanent(ro.Gateway, mac, id);
+        for (int w = 0; w < Workers.Count; w++)
+        {
+            ushort id = Workers[w].AddPort(taps[w], PortRole.Host);
+            Router r = Workers[w].Router!;
+            r.HostMac = mac;
+            r.Neighbors.AddPermanent(ro.Gateway, mac, id);
+        }
         LogPortOpened("host", "tap", ifName, $" {ro.Gateway}/{ro.PodCidr.Length}, route {ro.ClusterCidr}");
     }
 
     private void OpenOverlay(OverlayConfig o)
     {
         OverlayOptions oo = Datapath.Overlay!.Options;
-        UdpTunnelPort tunnel;
-        try
+        UdpTunnelPort tunnel = null!;
+        foreach (Datapath w in Workers)
         {
-            tunnel = UdpTunnelPort.Open("vxlan", oo.LocalAddress.Value, oo.UdpPort);
-        }
-        catch (PortException e)
-        {
-            throw new PortException($"overlay: {e.Message}", e.Errno);
-        }
-        _undo.Push(("overlay socket", tunnel.Dispose));
-        Datapath.AddPort(tunnel, PortRole.Tunnel);
-        Datapath.Overlay!.UseSourcePorts(tunnel.SourcePorts);
-        foreach (PeerConfig p in o.Peers)
-        {
-            Ipv4Prefix? cidr = null;
-            if (p.PodCidr is not null && ConfigLoader.TryParseNetwork(p.PodCidr, out Ipv4Prefix pc)) cidr = pc;
-            MacAddress vtep = p.VtepMac is { } v ? MacAddress.Parse(v)
-                : cidr is { } c ? RouterOptions.DefaultRouterMac(c) : MacAddress.Zero;
-            Datapath.AddPeer(p.Name!, Ipv4Address.Parse(p.Address!), cidr, vtep);
+            try
+            {
+                tunnel = UdpTunnelPort.Open("vxlan", oo.LocalAddress.Value, oo.UdpPort, reusePort: Workers.Count > 1);
+            }
+            catch (PortException e)
+            {
+                throw new PortException($"overlay: {e.Message}", e.Errno);
+            }
+            _undo.Push(("overlay socket", tunnel.Dispose));
+            w.AddPort(tunnel, PortRole.Tunnel);
+            w.Overlay!.UseSourcePorts(tunnel.SourcePorts);
+            foreach (PeerConfig p in o.Peers)
+            {
+                Ipv4Prefix? cidr = null;
+                if (p.PodCidr is not null && ConfigLoader.TryParseNetwork(p.PodCidr, out Ipv4Prefix pc)) cidr = pc;
+                MacAddress vtep = p.VtepMac is { } v ? MacAddress.Parse(v)
+                    : cidr is { } c ? RouterOptions.DefaultRouterMac(c) : MacAddress.Zero;
+                w.AddPeer(p.Name!, Ipv4Address.Parse(p.Address!), cidr, vtep);
+            }
         }
         LogOverlay(oo.LocalAddress.ToString(), oo.UdpPort, oo.Vni, o.Peers.Count, oo.Learning ? "on" : "off",
             tunnel.Gso ? $"udp gso from {tunnel.SourcePorts.Count} source ports" : "udp gso unavailable", tunnel.Gro ? "on" : "unavailable");
@@ -302,7 +326,20 @@ public sealed partial class SwitchHost : IDisposable
         }
     }
 
-    private IPacketPort OpenPort(PortConfig pc, string at)
+    /// <summary>One queue of the TAP per worker (a plain TAP with one worker).</summary>
+    private TapPort[] OpenTapQueues(string name, string ifName, bool offloads)
+    {
+        var queues = new TapPort[Workers.Count];
+        for (int i = 0; i < queues.Length; i++)
+        {
+            TapPort q = TapPort.Open(name, ifName, offloads, multiQueue: queues.Length > 1);
+            _undo.Push(($"tap {ifName}{(queues.Length > 1 ? $" queue {i}" : "")}", q.Dispose));
+            queues[i] = q;
+        }
+        return queues;
+    }
+
+    private IPacketPort[] OpenPort(PortConfig pc, string at)
     {
         string ifName = pc.Interface!;
         if (pc.Type == "af-packet")
@@ -313,7 +350,7 @@ public sealed partial class SwitchHost : IDisposable
             AfPacketPort ap = AfPacketPort.Open(pc.Name!, ifName);
             _undo.Push(($"af-packet {ifName}", ap.Dispose));
             LogPortOpened(pc.Name!, "af-packet", ifName, "");
-            return ap;
+            return [ap];
         }
         if (pc.Namespace is { } ns && !NetNs.Exists(ns))
         {
@@ -323,16 +360,15 @@ public sealed partial class SwitchHost : IDisposable
             _undo.Push(($"namespace {ns}", () => NetNs.Delete(ns)));
             LogNamespaceCreated(ns);
         }
-        TapPort tap;
+        TapPort[] taps;
         try
         {
-            tap = TapPort.Open(pc.Name!, ifName, HasOffloads(pc));
+            taps = OpenTapQueues(pc.Name!, ifName, HasOffloads(pc));
         }
         catch (PortException e)
         {
             throw new PortException($"{at}: {e.Message}", e.Errno);
         }
-        _undo.Push(($"tap {ifName}", tap.Dispose));
         int mtu = pc.Mtu ?? DefaultPodMtu;
         if (pc.Namespace is { } target)
         {
@@ -346,7 +382,7 @@ public sealed partial class SwitchHost : IDisposable
             NetNs.BringUp(ifName, mtu);
             LogPortOpened(pc.Name!, "tap", ifName, pc.Address is null ? "" : $" {pc.Address}");
         }
-        return tap;
+        return taps;
     }
 
     /// <summary>The pod's default route: as configured, else the node's gateway when the pod's address is in the pod subnet.</summary>

@@ -41,6 +41,7 @@ internal static unsafe partial class Native
     public const int SO_RCVBUFFORCE = 33;
     public const int SO_SNDBUFFORCE = 32;
     public const int SO_MARK = 36;
+    public const int SO_REUSEPORT = 15;
     public const int SOL_PACKET = 263;
     public const int PACKET_ADD_MEMBERSHIP = 1;
     public const int PACKET_AUXDATA = 8;
@@ -67,6 +68,7 @@ internal static unsafe partial class Native
     public const ulong TUNGETIFF = 0x800454d2;
     public const short IFF_TAP = 0x0002;
     public const short IFF_NO_PI = 0x1000;
+    public const short IFF_MULTI_QUEUE = 0x0100;
     /// <summary>Each frame read or written is preceded by a struct virtio_net_hdr (offloads).</summary>
     public const short IFF_VNET_HDR = 0x4000;
     /// <summary>_IOW('T', 208, unsigned int): which offloads this reader takes (the argument is the value, not a pointer).</summary>

@@ -38,7 +38,10 @@ public sealed unsafe class TapPort : IPacketPort
     /// <summary>Creates the TAP device <paramref name="ifName"/>, or attaches to an existing persistent TAP of that name.
     /// With <paramref name="offloads"/> the kernel may hand over TCP super-frames and partial checksums (the switch needs
     /// large slots, <see cref="PacketSlab.LargeCapacity"/>).</summary>
-    public static TapPort Open(string name, string ifName, bool offloads = false)
+    /// <param name="multiQueue">Open one queue of a multi-queue TAP (IFF_MULTI_QUEUE): calling again with the same name
+    /// attaches another queue, with a descriptor of its own; the kernel spreads the interface's transmit over the queues
+    /// by flow. Every queue of a device must be opened so.</param>
+    public static TapPort Open(string name, string ifName, bool offloads = false, bool multiQueue = false)
     {
         if (ifName.Length is 0 or > 15 || ifName.Contains('/') || ifName.Any(char.IsWhiteSpace))
             throw new PortException($"'{ifName}' is not a valid interface name (1-15 characters, no '/' or spaces)");
@@ -55,7 +58,7 @@ public sealed unsafe class TapPort : IPacketPort
         Native.IfReq req = default;
         byte[] nameBytes = Encoding.ASCII.GetBytes(ifName);
         for (int i = 0; i < nameBytes.Length; i++) req.Name[i] = nameBytes[i];
-        req.Flags = (short)(Native.IFF_TAP | Native.IFF_NO_PI | (offloads ? Native.IFF_VNET_HDR : 0));
+        req.Flags = (short)(Native.IFF_TAP | Native.IFF_NO_PI | (offloads ? Native.IFF_VNET_HDR : 0) | (multiQueue ? Native.IFF_MULTI_QUEUE : 0));
         if (Native.Ioctl(fd, Native.TUNSETIFF, &req) < 0)
         {
             int e = Marshal.GetLastPInvokeError();

@@ -93,7 +93,9 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
     public bool Gro { get; }
 
     /// <param name="localAddress">The node's underlay address, host order; must be assigned to an interface here.</param>
-    public static UdpTunnelPort Open(string name, uint localAddress, ushort port)
+    /// <param name="reusePort">One of several ports on the same address and UDP port (SO_REUSEPORT, one per worker): the
+    /// kernel spreads received datagrams over them by their addresses and ports.</param>
+    public static UdpTunnelPort Open(string name, uint localAddress, ushort port, bool reusePort = false)
     {
         string where = $"{FormatAddress(localAddress)}:{port}";
         int rx = Native.Socket(Native.AF_INET, Native.SOCK_DGRAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
@@ -107,6 +109,8 @@ public sealed unsafe class UdpTunnelPort : IPacketPort
             Native.SetBufferSize(rx, send: false, buf);
             int on = 1;
             bool gro = Native.SetSockOpt(rx, Native.SOL_UDP, Native.UDP_GRO, &on, sizeof(int)) == 0;
+            if (reusePort && Native.SetSockOpt(rx, Native.SOL_SOCKET, Native.SO_REUSEPORT, &on, sizeof(int)) < 0)
+                throw PortException.FromErrno("cannot share the overlay UDP port between workers (SO_REUSEPORT)", Marshal.GetLastPInvokeError());
             Native.SockAddrIn a = default;
             a.Family = Native.AF_INET;
             a.Port = Native.HostToNetwork(port);

@@ -155,6 +155,9 @@ public sealed class DatapathConfig
     public int Slots { get; set; } = 4096;
     /// <summary>Microseconds to keep polling after traffic before sleeping in epoll (0 = always sleep).</summary>
     public int BusyPollMicros { get; set; }
+    /// <summary>Worker threads, each with its own queue of every port and its own tables; flows are steered so both
+    /// directions of one meet one worker. 1..64; several need TAP ports only (no af-packet ports, no uplink yet).</summary>
+    public int Workers { get; set; } = 1;
 }
 
 public sealed class PortConfig
@@ -309,6 +312,14 @@ public static class ConfigLoader
         if (c.Datapath.BatchSize is < 1 or > 256) errors.Add($"datapath.batchSize: {c.Datapath.BatchSize} is out of range 1..256");
         if (c.Datapath.BusyPollMicros is < 0 or > 1_000_000) errors.Add($"datapath.busyPollMicros: {c.Datapath.BusyPollMicros} is out of range 0..1000000");
         if (c.Datapath.Slots is < 256 or > 1 << 20) errors.Add($"datapath.slots: {c.Datapath.Slots} is out of range 256..1048576");
+        if (c.Datapath.Workers is < 1 or > 64) errors.Add($"datapath.workers: {c.Datapath.Workers} is out of range 1..64");
+        else if (c.Datapath.Workers > 1)
+        {
+            // Each worker needs a queue of its own on every port: multi-queue TAP and SO_REUSEPORT give that; an AF_PACKET
+            // fanout group and the uplink's TAP and raw sender are not built for it yet.
+            if (c.Ports.Any(p => p is { Type: "af-packet" })) errors.Add("datapath.workers: several workers need TAP ports; af-packet ports take one worker (set workers: 1)");
+            if (c.Uplink is not null) errors.Add("datapath.workers: several workers are not supported with an uplink yet (set workers: 1)");
+        }
         if (c.Ports.Count == 0) errors.Add("ports: at least one port is required");
         var names = new HashSet<string>(StringComparer.Ordinal);
         var ifaces = new HashSet<string>(StringComparer.Ordinal);

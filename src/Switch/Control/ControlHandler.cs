@@ -37,11 +37,11 @@ public sealed class ControlHandler
         {
             "status" => OnWorker(Status),
             "ports" => OnWorker(Ports),
-            "mac" => OnWorker(Macs),
+            "mac" => Macs(),
             "routes" => OnWorker(Routes),
             "neighbors" => OnWorker(Neighbors),
             "peers" => OnWorker(Peers),
-            "conntrack" => OnWorker(() => Connections(args.Length > 1 ? ParseCount(args[1]) : 1000)),
+            "conntrack" => Connections(args.Length > 1 ? ParseCount(args[1]) : 1000),
             "services" => OnWorker(Services),
             "reload" => _host.Manifests is { } mf ? mf.Reload() : throw new ControlException("no services.manifests configured"),
             "uplink" => Uplink(),
@@ -75,6 +75,48 @@ public sealed class ControlHandler
         return t.Result;
     }
 
+    private IReadOnlyList<Datapath> Workers => _host.Workers;
+
+    /// <summary>Runs <paramref name="f"/> on every worker's thread (each owns its tables) and returns the answers in worker order.</summary>
+    private List<T> OnEach<T>(Func<Datapath, T> f)
+    {
+        Task<T>[] tasks = Workers.Select(w => w.InvokeAsync(() => f(w))).ToArray();
+        if (!Task.WaitAll(tasks, Timeout)) throw new ControlException("a worker did not answer within 5 s");
+        return tasks.Select(t => t.Result).ToList();
+    }
+
+    // Counters are written by their worker only and read here as they stand (64-bit reads are atomic): summed over workers.
+    private long PortCounterSum(int port, PortCounter c) => Workers.Sum(w => w.Ports[port]!.Counters[(int)c]);
+
+    private long StageCounterSum(int stage, int k) => Workers.Sum(w => w.Graph.Stages[stage].Counters[k]);
+
+    private (long Calls, long Packets) RuntimeSum(int stage)
+    {
+        long calls = 0, packets = 0;
+        foreach (Datapath w in Workers)
+        {
+            (long c, long p) = w.Graph.Runtime(stage);
+            calls += c;
+            packets += p;
+        }
+        return (calls, packets);
+    }
+
+    private List<(string Stage, string Reason, long Count)> DropSums()
+    {
+        List<(string Stage, string Reason, long Count)> sum = Datapath.Graph.Drop.All().ToList();
+        foreach (Datapath w in Workers.Skip(1))
+        {
+            int i = 0;
+            foreach ((string _, string _, long c) in w.Graph.Drop.All())
+            {
+                sum[i] = (sum[i].Stage, sum[i].Reason, sum[i].Count + c);
+                i++;
+            }
+        }
+        return sum;
+    }
+
     private string TraceCommand(string[] args)
     {
         string sub = args.Length > 1 ? args[1] : "show";
@@ -84,18 +126,19 @@ public sealed class ControlHandler
                 int n = args.Length > 2 ? ParseCount(args[2]) : 10;
                 return OnWorker(() =>
                 {
-                    Datapath.Context.Trace.Remaining += n;
-                    return $"tracing the next {Datapath.Context.Trace.Remaining} packet(s)\n";
+                    foreach (Datapath w in Workers) w.Context.Trace.Remaining += n;
+                    return $"tracing the next {Datapath.Context.Trace.Remaining} packet(s){(Workers.Count > 1 ? " on each worker" : "")}\n";
                 });
             case "clear":
                 return OnWorker(() =>
                 {
-                    Datapath.Context.Trace.Clear();
+                    foreach (Datapath w in Workers) w.Context.Trace.Clear();
                     return "trace cleared\n";
                 });
             case "show":
                 int last = args.Length > 2 ? ParseCount(args[2]) : 10;
-                return OnWorker(() => TraceText(last));
+                return Workers.Count == 1 ? OnWorker(() => TraceText(Datapath, last))
+                    : string.Concat(OnEach(w => $"worker {w.WorkerIndex}:\n{TraceText(w, last)}"));
             default:
                 throw new ControlException($"unknown trace command '{sub}' (add N | show [N] | clear)");
         }
@@ -113,7 +156,7 @@ public sealed class ControlHandler
         sb.Append(CultureInfo.InvariantCulture, $"node:       {NodeName}\n");
         sb.Append(CultureInfo.InvariantCulture, $"uptime:     {up:F0} s\n");
         sb.Append(CultureInfo.InvariantCulture, $"ports:      {Datapath.Ports.Count}\n");
-        sb.Append(CultureInfo.InvariantCulture, $"workers:    1\n");
+        sb.Append(CultureInfo.InvariantCulture, $"workers:    {Workers.Count}{(Workers.Count > 1 ? ", flows steered by symmetric hash" : "")}\n");
         sb.Append(CultureInfo.InvariantCulture, $"batch size: {Datapath.Options.BatchSize}\n");
         sb.Append(CultureInfo.InvariantCulture, $"mac table:  {Datapath.Macs.Count}/{Datapath.Macs.MaxEntries}, aging {Datapath.Options.MacAging.TotalSeconds:F0} s\n");
         sb.Append(CultureInfo.InvariantCulture, $"buffers:    {Datapath.Slab.FreeCount}/{Datapath.Slab.Capacity} free\n");
@@ -132,10 +175,10 @@ public sealed class ControlHandler
         var rows = new List<string[]> { new[] { "PORT", "ID", "KIND", "INTERFACE", "OFFLOADS", "RX-PKTS", "RX-BYTES", "RX-DROP", "RX-ERR", "TX-PKTS", "TX-BYTES", "TX-DROP", "TX-ERR" } };
         foreach (IPacketPort p in Datapath.Ports.All())
         {
-            CounterSet c = p.Counters;
+            long C(PortCounter c) => PortCounterSum(p.Id, c);
             rows.Add([p.Name, p.Id.ToString(CultureInfo.InvariantCulture), p.Kind, p.InterfaceName.Length == 0 ? "-" : p.InterfaceName,
-                OffloadNames(p.Offloads), N(c[(int)PortCounter.RxPackets]), N(c[(int)PortCounter.RxBytes]), N(c[(int)PortCounter.RxDropped]), N(c[(int)PortCounter.RxErrors]),
-                N(c[(int)PortCounter.TxPackets]), N(c[(int)PortCounter.TxBytes]), N(c[(int)PortCounter.TxDropped]), N(c[(int)PortCounter.TxErrors])]);
+                OffloadNames(p.Offloads), N(C(PortCounter.RxPackets)), N(C(PortCounter.RxBytes)), N(C(PortCounter.RxDropped)), N(C(PortCounter.RxErrors)),
+                N(C(PortCounter.TxPackets)), N(C(PortCounter.TxBytes)), N(C(PortCounter.TxDropped)), N(C(PortCounter.TxErrors))]);
         }
         return Table(rows);
     }
@@ -145,9 +188,13 @@ public sealed class ControlHandler
         new[] { (PortOffloads.Checksum, "csum"), (PortOffloads.Tso4, "tso4"), (PortOffloads.Tso6, "tso6") }
             .Where(x => (o & x.Item1) != 0).Select(x => x.Item2));
 
+    /// <summary>The MAC table; with several workers, what any of them learned (each learns from the flows it serves), the
+    /// most recent sighting of each address.</summary>
     private string Macs()
     {
-        List<MacTable.View> entries = Datapath.Macs.Entries(Datapath.Time.GetTimestamp(), Datapath.Time.TimestampFrequency);
+        List<MacTable.View> entries = OnEach(w => w.Macs.Entries(w.Time.GetTimestamp(), w.Time.TimestampFrequency)).SelectMany(x => x)
+            .GroupBy(e => (e.Mac, e.Vlan)).Select(g => g.OrderBy(e => e.IsStatic ? -1 : e.AgeSeconds).First())
+            .OrderBy(e => e.Vlan).ThenBy(e => e.Mac.Value).ToList();
         var rows = new List<string[]> { new[] { "MAC", "VLAN", "PORT", "AGE" } };
         foreach (MacTable.View e in entries)
             rows.Add([e.Mac.ToString(), e.Vlan.ToString(CultureInfo.InvariantCulture), Datapath.Ports.PortName(e.Port),
@@ -192,9 +239,16 @@ public sealed class ControlHandler
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"vxlan local {o.Options.LocalAddress} port {o.Options.UdpPort} vni {o.Options.Vni} underlay MTU {o.Options.UnderlayMtu}, flood-and-learn {(o.Options.Learning ? "on" : "off")}\n");
         var rows = new List<string[]> { new[] { "PEER", "ADDRESS", "POD-CIDR", "VTEP-MAC", "TYPE", "RX-PKTS", "TX-PKTS", "LAST-SEEN" } };
-        foreach (OverlayPeer p in o.Peers)
+        for (int i = 0; i < o.Peers.Count; i++)
+        {
+            OverlayPeer p = o.Peers[i];
+            // Every worker has the configured peers in the same order; packet counts are summed over workers.
+            long rx = Workers.Sum(w => w.Overlay!.Peers.Count > i ? w.Overlay.Peers[i].RxPackets : 0);
+            long tx = Workers.Sum(w => w.Overlay!.Peers.Count > i ? w.Overlay.Peers[i].TxPackets : 0);
+            long seen = Workers.Max(w => w.Overlay!.Peers.Count > i ? w.Overlay.Peers[i].LastSeen : 0);
             rows.Add([p.Name, p.Address.ToString(), p.PodCidr?.ToString() ?? "-", p.VtepMac.IsZero ? "-" : p.VtepMac.ToString(), p.IsStatic ? "static" : "learned",
-                N(p.RxPackets), N(p.TxPackets), p.LastSeen == 0 ? "never" : ((now - p.LastSeen) / f).ToString("F1", CultureInfo.InvariantCulture) + "s ago"]);
+                N(rx), N(tx), seen == 0 ? "never" : ((now - seen) / f).ToString("F1", CultureInfo.InvariantCulture) + "s ago"]);
+        }
         sb.Append(Table(rows)).Append('\n');
         var fdb = new List<string[]> { new[] { "INNER-MAC", "PEER", "ADDRESS", "TYPE", "AGE" } };
         foreach ((MacAddress mac, OverlayPeer peer, bool isStatic, long updated) in o.FdbEntries())
@@ -213,7 +267,11 @@ public sealed class ControlHandler
         long now = Datapath.Time.GetTimestamp();
         long tps = Datapath.Time.TimestampFrequency;
         var sb = new StringBuilder();
-        List<(int Index, CtEntry Entry)> list = nat.Conntrack.Snapshot(max);
+        // Each worker holds the connections whose flows it serves.
+        List<(List<(int Index, CtEntry Entry)> List, int Count, long Expired, long Evicted)> parts =
+            OnEach(w => (w.Nat!.Conntrack.Snapshot(max), w.Nat.Conntrack.Count, w.Nat.Expired, w.Nat.Evicted));
+        List<(int Index, CtEntry Entry)> list = parts.SelectMany(x => x.List).Take(max).ToList();
+        int count = parts.Sum(x => x.Count);
         foreach ((int _, CtEntry e) in list)
         {
             string proto = e.Orig.Proto switch { IpProtocol.Tcp => "tcp", IpProtocol.Udp => "udp", IpProtocol.Icmp => "icmp", _ => "unknown" };
@@ -236,7 +294,7 @@ public sealed class ControlHandler
             if (nats.Count > 0) sb.Append(' ').Append(string.Join(' ', nats));
             sb.Append('\n');
         }
-        sb.Append(CultureInfo.InvariantCulture, $"{nat.Conntrack.Count} connection(s) tracked (max {nat.Conntrack.Capacity}){(list.Count < nat.Conntrack.Count ? $", {list.Count} shown" : "")}; {nat.Expired} expired, {nat.Evicted} evicted by endpoint changes\n");
+        sb.Append(CultureInfo.InvariantCulture, $"{count} connection(s) tracked (max {nat.Conntrack.Capacity}{(Workers.Count > 1 ? " per worker" : "")}){(list.Count < count ? $", {list.Count} shown" : "")}; {parts.Sum(x => x.Expired)} expired, {parts.Sum(x => x.Evicted)} evicted by endpoint changes\n");
         return sb.ToString();
     }
 
@@ -271,28 +329,28 @@ public sealed class ControlHandler
         var rows = new List<string[]> { new[] { "STAGE", "CALLS", "PACKETS", "PKTS/CALL" } };
         for (int i = 0; i < g.Stages.Count; i++)
         {
-            (long calls, long pkts) = g.Runtime(i);
+            (long calls, long pkts) = RuntimeSum(i);
             rows.Add([g.Stages[i].Name, N(calls), N(pkts), calls == 0 ? "-" : (pkts / (double)calls).ToString("F1", CultureInfo.InvariantCulture)]);
         }
         sb.Append(Table(rows)).Append('\n');
         var events = new List<string[]> { new[] { "STAGE", "COUNTER", "VALUE" } };
         foreach (Stage s in g.Stages)
             for (int k = 0; k < s.Counters.Count; k++)
-                events.Add([s.Name, s.Counters.Names[k], N(s.Counters[k])]);
+                events.Add([s.Name, s.Counters.Names[k], N(StageCounterSum(s.Index, k))]);
         sb.Append(Table(events)).Append('\n');
         var drops = new List<string[]> { new[] { "STAGE", "DROP-REASON", "PACKETS" } };
-        foreach ((string stage, string reason, long count) in g.Drop.NonZero()) drops.Add([stage, reason, N(count)]);
+        foreach ((string stage, string reason, long count) in DropSums().Where(d => d.Count != 0)) drops.Add([stage, reason, N(count)]);
         if (drops.Count == 1) sb.Append("no drops\n");
         else sb.Append(Table(drops));
         return sb.ToString();
     }
 
-    private string TraceText(int lastPackets)
+    private static string TraceText(Datapath dp, int lastPackets)
     {
-        TraceRecord[] records = Datapath.Context.Trace.Snapshot();
+        TraceRecord[] records = dp.Context.Trace.Snapshot();
         if (records.Length == 0)
-            return Datapath.Context.Trace.Remaining > 0
-                ? $"no packet traced yet ({Datapath.Context.Trace.Remaining} still to trace)\n"
+            return dp.Context.Trace.Remaining > 0
+                ? $"no packet traced yet ({dp.Context.Trace.Remaining} still to trace)\n"
                 : "no trace records (start one with 'vswitch trace add N')\n";
         var ids = new List<uint>();
         var seen = new HashSet<uint>();
@@ -300,8 +358,8 @@ public sealed class ControlHandler
             if (seen.Add(records[i].TraceId)) ids.Add(records[i].TraceId);
         ids.Reverse();
         var sb = new StringBuilder();
-        StageGraph g = Datapath.Graph;
-        double freq = Datapath.Time.TimestampFrequency;
+        StageGraph g = dp.Graph;
+        double freq = dp.Time.TimestampFrequency;
         long first = -1;
         foreach (uint id in ids)
         {
@@ -316,7 +374,7 @@ public sealed class ControlHandler
                     header = true;
                 }
                 Stage s = g.Stages[r.Stage];
-                sb.Append(CultureInfo.InvariantCulture, $"  {s.Name,-15} {s.DescribeTrace(r, Datapath.Ports)}\n");
+                sb.Append(CultureInfo.InvariantCulture, $"  {s.Name,-15} {s.DescribeTrace(r, dp.Ports)}\n");
             }
             sb.Append('\n');
         }
@@ -335,21 +393,21 @@ public sealed class ControlHandler
             string metric = $"vswitch_port_{names[k].Replace('-', '_')}_total";
             sb.Append(CultureInfo.InvariantCulture, $"# HELP {metric} {help[k]}\n# TYPE {metric} counter\n");
             foreach (IPacketPort p in Datapath.Ports.All())
-                sb.Append(CultureInfo.InvariantCulture, $"{metric}{{node=\"{node}\",port=\"{Escape(p.Name)}\",kind=\"{p.Kind}\",interface=\"{Escape(p.InterfaceName)}\"}} {p.Counters[k]}\n");
+                sb.Append(CultureInfo.InvariantCulture, $"{metric}{{node=\"{node}\",port=\"{Escape(p.Name)}\",kind=\"{p.Kind}\",interface=\"{Escape(p.InterfaceName)}\"}} {PortCounterSum(p.Id, (PortCounter)k)}\n");
         }
         StageGraph g = Datapath.Graph;
         sb.Append("# HELP vswitch_stage_packets_total Packets processed by each pipeline stage\n# TYPE vswitch_stage_packets_total counter\n");
         for (int i = 0; i < g.Stages.Count; i++)
-            sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_packets_total{{node=\"{node}\",stage=\"{g.Stages[i].Name}\"}} {g.Runtime(i).Packets}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_packets_total{{node=\"{node}\",stage=\"{g.Stages[i].Name}\"}} {RuntimeSum(i).Packets}\n");
         sb.Append("# HELP vswitch_stage_calls_total Batches processed by each pipeline stage\n# TYPE vswitch_stage_calls_total counter\n");
         for (int i = 0; i < g.Stages.Count; i++)
-            sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_calls_total{{node=\"{node}\",stage=\"{g.Stages[i].Name}\"}} {g.Runtime(i).Calls}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_calls_total{{node=\"{node}\",stage=\"{g.Stages[i].Name}\"}} {RuntimeSum(i).Calls}\n");
         sb.Append("# HELP vswitch_stage_events_total Stage-specific events (see 'vswitch counters' for descriptions)\n# TYPE vswitch_stage_events_total counter\n");
         foreach (Stage s in g.Stages)
             for (int k = 0; k < s.Counters.Count; k++)
-                sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_events_total{{node=\"{node}\",stage=\"{s.Name}\",event=\"{s.Counters.Names[k]}\"}} {s.Counters[k]}\n");
+                sb.Append(CultureInfo.InvariantCulture, $"vswitch_stage_events_total{{node=\"{node}\",stage=\"{s.Name}\",event=\"{s.Counters.Names[k]}\"}} {StageCounterSum(s.Index, k)}\n");
         sb.Append("# HELP vswitch_drops_total Packets dropped, by stage and reason\n# TYPE vswitch_drops_total counter\n");
-        foreach ((string stage, string reason, long count) in g.Drop.All())
+        foreach ((string stage, string reason, long count) in DropSums())
             sb.Append(CultureInfo.InvariantCulture, $"vswitch_drops_total{{node=\"{node}\",stage=\"{stage}\",reason=\"{reason}\"}} {count}\n");
         sb.Append("# HELP vswitch_mac_table_entries Entries in the MAC table (including expired ones not yet swept)\n# TYPE vswitch_mac_table_entries gauge\n");
         sb.Append(CultureInfo.InvariantCulture, $"vswitch_mac_table_entries{{node=\"{node}\"}} {Datapath.Macs.Count}\n");
