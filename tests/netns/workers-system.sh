@@ -251,6 +251,8 @@ counters="$(vs 1 counters 2>&1 || true)"
 printf '%s\n' "$counters" >"$WORK/counters-n1.txt"
 handed="$(awk '$1 == "steer" && $2 == "handed-off" {print $3}' <<<"$counters")"
 redirected="$(awk '$1 == "conntrack" && $2 == "handed-off" {print $3}' <<<"$counters")"
+local_pkts="$(awk '$1 == "steer" && $2 == "local" {print $3}' <<<"$counters")"
+log "node-1 steer: ${local_pkts:-?} packets served by the worker that read them, ${handed:-?} handed over; conntrack redirected ${redirected:-?}"
 if [[ "${handed:-0}" -gt 0 ]]; then pass "node-1 steered packets between its workers (steer handed-off $handed)"; else fail "steer handed-off on node-1: '${handed:-}'" "$WORK/counters-n1.txt"; fi
 if [[ "${redirected:-0}" -gt 0 ]]; then pass "NATed replies reached the worker owning their connection (conntrack handed-off $redirected)"; else fail "conntrack handed-off on node-1: '${redirected:-}'" "$WORK/counters-n1.txt"; fi
 if grep -q 'hand-off-refused' <<<"$counters"; then fail "no packet refused between workers" "$WORK/counters-n1.txt"; else pass "no packet refused between workers"; fi
