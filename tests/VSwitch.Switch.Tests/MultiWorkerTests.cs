@@ -8,6 +8,7 @@ using VSwitch.Pipeline.Wire;
 using VSwitch.Switch.L3;
 using VSwitch.Tap;
 using static VSwitch.Switch.Tests.L3Frames;
+using static VSwitch.Switch.Tests.ServiceNatTests;
 
 namespace VSwitch.Switch.Tests;
 
@@ -18,13 +19,6 @@ namespace VSwitch.Switch.Tests;
 /// </summary>
 public sealed class MultiWorkerTests
 {
-    private static readonly MacAddress RouterMac = MacAddress.Parse("0e:00:0a:f4:01:01");
-    private static readonly MacAddress HostMac = MacAddress.Parse("0e:01:0a:f4:01:01");
-    private static readonly MacAddress PeerVtep = MacAddress.Parse("0e:00:0a:f4:02:01");
-    private static readonly MacAddress PodA = MacAddress.Parse("02:00:0a:f4:01:02");
-    private static readonly MacAddress PodB = MacAddress.Parse("02:00:0a:f4:01:03");
-    private static readonly MacAddress PodC = MacAddress.Parse("02:00:0a:f4:01:04");
-    private const string Vip = "10.96.0.10";
     private readonly ManualClock _clock = new();
 
     private sealed class Worker(Datapath dp, MemoryPort a, MemoryPort b, MemoryPort c, MemoryPort host, MemoryPort tunnel)
@@ -129,7 +123,7 @@ public sealed class MultiWorkerTests
     public void Both_directions_of_every_ClusterIP_connection_meet_one_entry_whichever_worker_reads_them()
     {
         Switch sw = Build();
-        sw.Apply(ServiceNatTests.Svc("web", Vip, 80, 8080), ServiceNatTests.Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
+        sw.Apply(Svc("web", Vip, 80, 8080), Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
         const int n = 64;
         for (int k = 0; k < n; k++)
         {
@@ -164,7 +158,7 @@ public sealed class MultiWorkerTests
         Assert.Equal(0, sw.W.Sum(w => w.Dp.Graph.Drop.NonZero().Sum(d => d.Count)));
 
         // Endpoint removal evicts every connection, and the redirects go with them.
-        sw.Apply(ServiceNatTests.Svc("web", Vip, 80, 8080));
+        sw.Apply(Svc("web", Vip, 80, 8080));
         sw.Run();
         Assert.Equal(0, sw.Connections);
         Assert.Equal(0, sw.Redirects);
@@ -174,7 +168,7 @@ public sealed class MultiWorkerTests
     public void Hairpin_snat_picks_ports_whose_replies_hash_to_the_owning_worker()
     {
         Switch sw = Build();
-        sw.Apply(ServiceNatTests.Svc("web", Vip, 80, 8080), ServiceNatTests.Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
+        sw.Apply(Svc("web", Vip, 80, 8080), Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
         for (int k = 0; k < 32; k++)
         {
             ushort port = (ushort)(41000 + k);
@@ -197,8 +191,8 @@ public sealed class MultiWorkerTests
     public void ClientIP_affinity_holds_across_workers()
     {
         Switch sw = Build();
-        sw.Apply(ServiceNatTests.Svc("web", Vip, 80, 8080, affinity: true),
-            ServiceNatTests.Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true), ("10.244.1.4", "node-1", true), ("10.244.2.9", "node-2", true)));
+        sw.Apply(Svc("web", Vip, 80, 8080, affinity: true),
+            Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true), ("10.244.1.4", "node-1", true), ("10.244.2.9", "node-2", true)));
         var endpoints = new HashSet<string>();
         for (int k = 0; k < 40; k++)
         {
@@ -233,7 +227,7 @@ public sealed class MultiWorkerTests
     public void Udp_from_a_remote_endpoint_through_the_tunnel_is_reversed_on_the_owning_worker()
     {
         Switch sw = Build();
-        sw.Apply(ServiceNatTests.Svc("dns", Vip, 53, 5353, IpProtocol.Udp), ServiceNatTests.Slice("dns", 5353, IpProtocol.Udp, ("10.244.2.7", "node-2", true)));
+        sw.Apply(Svc("dns", Vip, 53, 5353, IpProtocol.Udp), Slice("dns", 5353, IpProtocol.Udp, ("10.244.2.7", "node-2", true)));
         for (int k = 0; k < 32; k++)
         {
             ushort port = (ushort)(33000 + k);
@@ -259,7 +253,7 @@ public sealed class MultiWorkerTests
     public void Packets_handed_between_workers_in_steady_state_allocate_nothing()
     {
         Switch sw = Build();
-        sw.Apply(ServiceNatTests.Svc("web", Vip, 80, 8080), ServiceNatTests.Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
+        sw.Apply(Svc("web", Vip, 80, 8080), Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
         // Find a connection whose client side hashes to worker 1 and whose reply hashes to worker 0, then read the
         // client's packets on worker 0 and the server's on worker 1: every packet crosses between workers.
         ConnectionSteering st = sw.W[0].Nat.Steering!;

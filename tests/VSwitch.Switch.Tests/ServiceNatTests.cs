@@ -14,13 +14,13 @@ namespace VSwitch.Switch.Tests;
 /// <summary>Conntrack and Service NAT through the whole pipeline over memory ports.</summary>
 public sealed class ServiceNatTests
 {
-    private static readonly MacAddress RouterMac = MacAddress.Parse("0e:00:0a:f4:01:01");
-    private static readonly MacAddress HostMac = MacAddress.Parse("0e:01:0a:f4:01:01");
-    private static readonly MacAddress PeerVtep = MacAddress.Parse("0e:00:0a:f4:02:01");
-    private static readonly MacAddress PodA = MacAddress.Parse("02:00:0a:f4:01:02");
-    private static readonly MacAddress PodB = MacAddress.Parse("02:00:0a:f4:01:03");
-    private static readonly MacAddress PodC = MacAddress.Parse("02:00:0a:f4:01:04");
-    private const string Vip = "10.96.0.10";
+    internal static readonly MacAddress RouterMac = MacAddress.Parse("0e:00:0a:f4:01:01");
+    internal static readonly MacAddress HostMac = MacAddress.Parse("0e:01:0a:f4:01:01");
+    internal static readonly MacAddress PeerVtep = MacAddress.Parse("0e:00:0a:f4:02:01");
+    internal static readonly MacAddress PodA = MacAddress.Parse("02:00:0a:f4:01:02");
+    internal static readonly MacAddress PodB = MacAddress.Parse("02:00:0a:f4:01:03");
+    internal static readonly MacAddress PodC = MacAddress.Parse("02:00:0a:f4:01:04");
+    internal const string Vip = "10.96.0.10";
     private readonly ManualClock _clock = new();
 
     private sealed record Node(Datapath Dp, MemoryPort A, MemoryPort B, MemoryPort C, MemoryPort Host, MemoryPort Tunnel)

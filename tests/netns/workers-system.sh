@@ -257,6 +257,9 @@ if [[ "${handed:-0}" -gt 0 ]]; then pass "node-1 steered packets between its wor
 if [[ "${redirected:-0}" -gt 0 ]]; then pass "NATed replies reached the worker owning their connection (conntrack handed-off $redirected)"; else fail "conntrack handed-off on node-1: '${redirected:-}'" "$WORK/counters-n1.txt"; fi
 if grep -q 'hand-off-refused' <<<"$counters"; then fail "no packet refused between workers" "$WORK/counters-n1.txt"; else pass "no packet refused between workers"; fi
 
+assert_contains "metrics show the per-worker hand-off counters, none refused" "$(vs 1 metrics 2>&1 || true)" \
+    'vswitch_worker_handoffs_refused_total{node="node-1",worker="1"} 0'
+
 ct="$(vs 1 conntrack 100000 2>&1 || true)"
 dups="$(grep -o 'src=[0-9.]* dst=10.96.0.10 sport=[0-9]* dport=80' <<<"$ct" | sort | uniq -d | wc -l)"
 listed="$(grep -c 'dst=10.96.0.10 sport=[0-9]* dport=80' <<<"$ct" || true)"

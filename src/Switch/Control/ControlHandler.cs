@@ -340,6 +340,16 @@ public sealed class ControlHandler
         sb.Append(Table(events)).Append('\n');
         var drops = new List<string[]> { new[] { "STAGE", "DROP-REASON", "PACKETS" } };
         foreach ((string stage, string reason, long count) in DropSums().Where(d => d.Count != 0)) drops.Add([stage, reason, N(count)]);
+        if (Datapath.Mesh is { } mesh)
+        {
+            // What crosses between workers: refused hand-offs and copies are packets lost; lost messages can leave a NATed
+            // connection's replies unredirected or a neighbor unknown to a worker.
+            var w = new List<string[]> { new[] { "WORKER", "HAND-OFFS-REFUSED", "COPIES-DROPPED", "MESSAGES-DROPPED", "REDIRECTS" } };
+            foreach (Datapath d in Workers)
+                w.Add([d.WorkerIndex.ToString(CultureInfo.InvariantCulture), N(mesh.HandOffsRefused(d.WorkerIndex)), N(mesh.CopiesDropped(d.WorkerIndex)),
+                    N(mesh.MessagesDropped(d.WorkerIndex)), d.Nat?.Steering is { } st ? N(st.Redirects) : "-"]);
+            sb.Append(Table(w)).Append('\n');
+        }
         if (drops.Count == 1) sb.Append("no drops\n");
         else sb.Append(Table(drops));
         return sb.ToString();
@@ -409,6 +419,21 @@ public sealed class ControlHandler
         sb.Append("# HELP vswitch_drops_total Packets dropped, by stage and reason\n# TYPE vswitch_drops_total counter\n");
         foreach ((string stage, string reason, long count) in DropSums())
             sb.Append(CultureInfo.InvariantCulture, $"vswitch_drops_total{{node=\"{node}\",stage=\"{stage}\",reason=\"{reason}\"}} {count}\n");
+        if (Datapath.Mesh is { } mesh)
+        {
+            (string Name, string Help, Func<int, long> Value)[] ws =
+            [
+                ("vswitch_worker_handoffs_refused_total", "Packets a worker could not hand to the worker owning their flow (its ring was full)", mesh.HandOffsRefused),
+                ("vswitch_worker_copies_dropped_total", "Packets handed to a worker that had no free buffer for them", mesh.CopiesDropped),
+                ("vswitch_worker_messages_dropped_total", "Messages (redirects, neighbors, affinity) a worker could not send (ring full)", mesh.MessagesDropped),
+            ];
+            foreach ((string name, string h, Func<int, long> value) in ws)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {h}\n# TYPE {name} counter\n");
+                foreach (Datapath d in Workers)
+                    sb.Append(CultureInfo.InvariantCulture, $"{name}{{node=\"{node}\",worker=\"{d.WorkerIndex}\"}} {value(d.WorkerIndex)}\n");
+            }
+        }
         sb.Append("# HELP vswitch_mac_table_entries Entries in the MAC table (including expired ones not yet swept)\n# TYPE vswitch_mac_table_entries gauge\n");
         sb.Append(CultureInfo.InvariantCulture, $"vswitch_mac_table_entries{{node=\"{node}\"}} {Datapath.Macs.Count}\n");
         sb.Append("# HELP vswitch_mac_table_capacity Maximum entries in the MAC table\n# TYPE vswitch_mac_table_capacity gauge\n");
