@@ -120,9 +120,6 @@ public sealed class ConnectionSteering
         }
     }
 
-    /// <summary>The redirects held here (CLI).</summary>
-    public List<(FlowKey Reply, int Owner)> Snapshot() => _redirects.Select(kv => (kv.Key, kv.Value)).ToList();
-
     private static MeshMessage Message(int kind, in FlowKey k, int owner) => new()
     {
         Kind = kind,

@@ -107,9 +107,6 @@ public sealed unsafe class WorkerMesh
         _wakers[worker] = wake;
     }
 
-    /// <summary>Sets how to wake a worker (when its epoll set exists).</summary>
-    public void SetWaker(int worker, Action wake) => _wakers[worker] = wake;
-
     /// <summary>The worker a flow hash belongs to.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int Home(ulong hash) => (int)(((hash >> 32) * (ulong)_n) >> 32);

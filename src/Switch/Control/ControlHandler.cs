@@ -344,10 +344,11 @@ public sealed class ControlHandler
         {
             // What crosses between workers: refused hand-offs and copies are packets lost; lost messages can leave a NATed
             // connection's replies unredirected or a neighbor unknown to a worker.
-            var w = new List<string[]> { new[] { "WORKER", "HAND-OFFS-REFUSED", "COPIES-DROPPED", "MESSAGES-DROPPED", "REDIRECTS" } };
+            var w = new List<string[]> { new[] { "WORKER", "HAND-OFFS-REFUSED", "COPIES-DROPPED", "MESSAGES-DROPPED", "REDIRECTS", "REDIRECTS-DROPPED" } };
             foreach (Datapath d in Workers)
                 w.Add([d.WorkerIndex.ToString(CultureInfo.InvariantCulture), N(mesh.HandOffsRefused(d.WorkerIndex)), N(mesh.CopiesDropped(d.WorkerIndex)),
-                    N(mesh.MessagesDropped(d.WorkerIndex)), d.Nat?.Steering is { } st ? N(st.Redirects) : "-"]);
+                    N(mesh.MessagesDropped(d.WorkerIndex)), d.Nat?.Steering is { } st ? N(st.Redirects) : "-",
+                    d.Nat?.Steering is { } st2 ? N(st2.RedirectsDropped) : "-"]);
             sb.Append(Table(w)).Append('\n');
         }
         if (drops.Count == 1) sb.Append("no drops\n");
