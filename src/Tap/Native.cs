@@ -61,8 +61,18 @@ internal static unsafe partial class Native
     public const int UDP_GRO = 104;
     public const int MSG_TRUNC = 0x20;
 
+    public const int PACKET_RX_RING = 5;
+    public const int PACKET_STATISTICS = 6;
+    public const int PACKET_VERSION = 10;
+    public const int TPACKET_V2 = 1;
+    public const uint TP_STATUS_KERNEL = 0;
+    public const uint TP_STATUS_USER = 0x1;
+    public const uint TP_STATUS_LOSING = 0x4;
     public const uint TP_STATUS_VLAN_VALID = 0x10;
     public const uint TP_STATUS_VLAN_TPID_VALID = 0x40;
+    public const int PROT_READ = 0x1;
+    public const int PROT_WRITE = 0x2;
+    public const int MAP_SHARED = 0x01;
 
     public const ulong TUNSETIFF = 0x400454ca;
     public const ulong TUNGETIFF = 0x800454d2;
@@ -109,6 +119,15 @@ internal static unsafe partial class Native
 
     [LibraryImport(Libc, EntryPoint = "setsockopt", SetLastError = true)]
     public static partial int SetSockOpt(int fd, int level, int name, void* value, int len);
+
+    [LibraryImport(Libc, EntryPoint = "getsockopt", SetLastError = true)]
+    public static partial int GetSockOpt(int fd, int level, int name, void* value, int* len);
+
+    [LibraryImport(Libc, EntryPoint = "mmap", SetLastError = true)]
+    public static partial void* Mmap(void* addr, nuint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport(Libc, EntryPoint = "munmap", SetLastError = true)]
+    public static partial int Munmap(void* addr, nuint length);
 
     [LibraryImport(Libc, EntryPoint = "recvmmsg", SetLastError = true)]
     public static partial int RecvMmsg(int fd, MMsgHdr* msgs, uint vlen, int flags, void* timeout);
@@ -200,6 +219,40 @@ internal static unsafe partial class Native
         public ushort Type;
         public ushort AddressLength;
         public fixed byte Address[8];
+    }
+
+    /// <summary>struct tpacket_req: the geometry of a PACKET_RX_RING.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TPacketReq
+    {
+        public uint BlockSize;
+        public uint BlockCount;
+        public uint FrameSize;
+        public uint FrameCount;
+    }
+
+    /// <summary>struct tpacket2_hdr (32 bytes) at the start of each TPACKET_V2 ring frame; sockaddr_ll follows it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TPacket2Hdr
+    {
+        public uint Status;
+        public uint Length;
+        public uint SnapLength;
+        public ushort Mac;
+        public ushort Net;
+        public uint Sec;
+        public uint Nsec;
+        public ushort VlanTci;
+        public ushort VlanTpid;
+        public uint Padding;
+    }
+
+    /// <summary>struct tpacket_stats; reading it (PACKET_STATISTICS) resets it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TPacketStats
+    {
+        public uint Packets;
+        public uint Drops;
     }
 
     [StructLayout(LayoutKind.Sequential)]
