@@ -12,6 +12,9 @@
 #                     and moves them into the pods as eth0)
 #   vswitch-afpacket  VSwitch with two af-packet ports on the veth host ends,
 #                     exactly like OVS
+#   vswitch-poll      VSwitch with TAP ports in polling mode: the worker keeps
+#                     polling for --poll-us (default 100000 µs) after traffic
+#                     instead of sleeping in epoll (datapath.busyPollMicros)
 #
 # Fairness: every datapath gets FRESH namespaces vb-pa (10.244.1.2/24) and
 # vb-pb (10.244.1.3/24), MTU 1500, offloads (tx, tso, gso, gro) off on the pod
@@ -38,24 +41,33 @@
 #          probe with the highest offered rate.  Each probe also logs the
 #          frames that reached the receiving pod's interface and the
 #          receiver's UDP RcvbufErrors, to place the loss.
-#   ping   ping -c 50 -i 0.01, median RTT
+#   ping   ping -c 200 -i 0.01, median and p99 RTT
+#   UDP RR udp-rr.py: 2000 back-to-back 64-byte UDP request/response
+#          transactions (netperf UDP_RR style), median and p99 latency
+#   CPU    the switch process's CPU time (all threads, /proc/PID/task/*/
+#          schedstat) per frame delivered during the UDP64 saturation test, in
+#          µs; none for the bridge, which forwards in the sender's softirq
 #
 # Usage: perf/e2e/l2-bench.sh [--runs N] [--only LIST] [--out FILE.md]
 #                             [--no-udp-search] [--probe-secs N]
 #                             [--max-probes N] [--pacing-us N] [--offloads]
+#                             [--poll-us N]
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=../../tests/netns/lib.sh
 . "$SCRIPT_DIR/../../tests/netns/lib.sh"
 
-ALL_DATAPATHS="bridge,ovs,vswitch,vswitch-afpacket"
+ALL_DATAPATHS="bridge,ovs,vswitch,vswitch-afpacket,vswitch-poll"
 RUNS=3
 ONLY="$ALL_DATAPATHS"
 OUT=""
 DURATION=5
 WARMUP=3
-PING_COUNT=50
+PING_COUNT=200
+RR_COUNT=2000
+RR_PORT=5202
+POLL_US=100000         # vswitch-poll: datapath.busyPollMicros
 # UDP64 rate search (see the header).
 UDP_SEARCH=1
 PROBE_SECS=3
@@ -83,6 +95,7 @@ usage() {
     cat <<EOF
 Usage: $0 [--runs N] [--only LIST] [--out FILE] [--no-udp-search]
           [--probe-secs N] [--max-probes N] [--pacing-us N] [--offloads]
+          [--poll-us N]
 
 Same-node L2 benchmark of the Linux bridge, Open vSwitch netdev (userspace)
 and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
@@ -108,6 +121,8 @@ and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
                is all off), and VSwitch's TAPs negotiate them (offloads: true)
                so TCP crosses in 64 KB super-frames.  ovs and vswitch-afpacket
                are skipped in this mode (neither takes super-frames from a veth)
+  --poll-us N  how long vswitch-poll keeps polling after traffic before it
+               sleeps, 1..1000000 µs (default $POLL_US; datapath.busyPollMicros)
   --help       this text
 
 Needs root, iproute2, iperf3, ping, ethtool, taskset, timeout, /usr/bin/python3,
@@ -161,6 +176,13 @@ while (($# > 0)); do
             OFFLOADS=1
             shift
             ;;
+        --poll-us)
+            if ! [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]{0,6}$ ]] || (($2 > 1000000)); then
+                die "--poll-us needs an integer 1..1000000"
+            fi
+            POLL_US="$2"
+            shift 2
+            ;;
         -h | --help)
             usage
             exit 0
@@ -212,6 +234,7 @@ load() {
 # pin_switch PID: pin every thread of PID to the switch CPU.
 pin_switch() {
     local pid="$1"
+    SWITCH_PID="$pid"
     if [[ -n "$SWITCH_CPU" ]]; then
         if taskset -a -p -c "$SWITCH_CPU" "$pid" >/dev/null; then
             log "pinned PID $pid (all threads) to CPU $SWITCH_CPU"
@@ -331,15 +354,18 @@ setup_ovs() {
     log "OVS dpif: $(ovs_appctl_vswitchd dpif/show 2>/dev/null | tr '\n' ' ' | tr -s ' ')"
 }
 
-# write_vswitch_config FILE tap|af-packet
+# write_vswitch_config FILE tap|af-packet|poll (poll: TAP ports, busy polling)
 write_vswitch_config() {
     local file="$1" kind="$2"
     {
         printf 'node:\n  name: vb-node\n'
         printf 'control:\n  socket: %s/vswitch.sock\n' "$WORK"
+        if [[ "$kind" == poll ]]; then
+            printf 'datapath:\n  busyPollMicros: %s\n' "$POLL_US"
+        fi
         printf 'bridge:\n  macAgingSeconds: 300\n'
         printf 'ports:\n'
-        if [[ "$kind" == tap ]]; then
+        if [[ "$kind" != af-packet ]]; then
             printf '  - name: pod-a\n    type: tap\n    interface: vb-tap-a\n    namespace: %s\n    ifName: eth0\n    address: %s/%s\n    mtu: %s\n    offloads: %s\n' \
                 "$NS_A" "$IP_A" "$PLEN" "$MTU" "$SW_OFFLOADS"
             printf '  - name: pod-b\n    type: tap\n    interface: vb-tap-b\n    namespace: %s\n    ifName: eth0\n    address: %s/%s\n    mtu: %s\n    offloads: %s\n' \
@@ -359,10 +385,10 @@ pod_has_addr() { # pod_has_addr NS ADDR
     in_ns "$1" ip -o addr show dev eth0 | grep -qF " $2/"
 }
 
-# setup_vswitch tap|af-packet
+# setup_vswitch tap|af-packet|poll
 setup_vswitch() {
     local kind="$1" cfg="$WORK/vswitch-$1.yaml" pid deadline
-    if [[ "$kind" == tap ]]; then
+    if [[ "$kind" != af-packet ]]; then
         pods_empty
     else
         pods_veth
@@ -380,7 +406,7 @@ setup_vswitch() {
         sleep 0.2
     done
     pin_switch "$pid"
-    if [[ "$kind" == tap ]]; then
+    if [[ "$kind" != af-packet ]]; then
         if ! wait_for 10 pod_has_addr "$NS_A" "$IP_A" || ! wait_for 10 pod_has_addr "$NS_B" "$IP_B"; then
             log "TAP eth0 with the pod address did not appear in the pods"
             indent_file "$(bg_log "vswitch-$kind")"
@@ -437,11 +463,20 @@ measure_udp64() { # measure_udp64 DP RUN
     local name="$1-udp-$2" line kpps loss rx0 rx1 fwd
     # Frames the datapath delivered to the receiving pod's interface: the datapath's own rate, apart from how the
     # receiving iperf3 (which shares CPU 0 with the sender) keeps up with its socket.
+    local cpu0 cpu1 cpu="-"
     rx0=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
+    cpu0=$(switch_cpu_ns)
     iperf_run "$name" "$DURATION" -u -l 18 -b 0 || return 1
+    cpu1=$(switch_cpu_ns)
     rx1=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
     fwd=$("$PY" -c "print('%.1f' % (($rx1 - $rx0) / $DURATION / 1e3))")
     record "$1" udp64_fwd_kpps "$fwd"
+    # The switch's CPU per delivered frame: its scheduler run time (all threads) over the frames that reached the
+    # receiving pod. /proc/stat is not used: it misreports idle time on VMs like this one.
+    if [[ -n "$cpu0" && -n "$cpu1" ]]; then
+        cpu=$("$PY" -c "print('%.2f' % (($cpu1 - $cpu0) / 1e3 / max(1, $rx1 - $rx0)))")
+        record "$1" udp64_cpu_us "$cpu"
+    fi
     line="$("$PY" - "$WORK/$name.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -460,7 +495,13 @@ EOF
     record "$1" udp64_kpps "$kpps"
     record "$1" udp64_loss "$loss"
     UDP_APP_PPS="$("$PY" -c "print(int($kpps * 1000))")"
-    log "$1 run $2: UDP64 $kpps kpps received by iperf3 (loss $loss %), $fwd kpps delivered to the pod interface"
+    log "$1 run $2: UDP64 $kpps kpps received by iperf3 (loss $loss %), $fwd kpps delivered to the pod interface, switch CPU $cpu µs per delivered frame"
+}
+
+# switch_cpu_ns: CPU time so far of every thread of the switch process (SWITCH_PID), in ns; empty without one.
+switch_cpu_ns() {
+    [[ -n "${SWITCH_PID:-}" ]] || return 0
+    cat /proc/"$SWITCH_PID"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { if (NR) print t }'
 }
 
 # udp_rcvbuf_errors NS: the UDP RcvbufErrors counter of namespace NS.
@@ -574,23 +615,47 @@ measure_udp64_search() {
 }
 
 measure_ping() { # measure_ping DP RUN
-    local med
-    in_ns "$NS_A" timeout 20 taskset -c "${LOAD_CPU:-0}" \
+    local med p99
+    in_ns "$NS_A" timeout 30 taskset -c "${LOAD_CPU:-0}" \
         ping -c "$PING_COUNT" -i 0.01 -W 1 "$IP_B" >"$WORK/ping-$1-$2.txt" 2>&1 || true
-    med="$("$PY" - "$WORK/ping-$1-$2.txt" <<'EOF'
+    read -r med p99 <<<"$("$PY" - "$WORK/ping-$1-$2.txt" <<'EOF'
 import re, statistics, sys
-rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", open(sys.argv[1]).read())]
+rtts = sorted(float(m) for m in re.findall(r"time=([0-9.]+) ms", open(sys.argv[1]).read()))
 if len(rtts) < 10:
     sys.exit("too few ping replies: %d" % len(rtts))
-print("%.3f" % statistics.median(rtts))
+print("%.3f %.3f" % (statistics.median(rtts), rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]))
 EOF
-)" || return 1
+)"
+    [[ -n "$p99" ]] || return 1
     record "$1" ping_ms "$med"
-    log "$1 run $2: ping median $med ms"
+    record "$1" ping_p99_ms "$p99"
+    log "$1 run $2: ping median $med ms, p99 $p99 ms"
+}
+
+# measure_udp_rr DP RUN: back-to-back 64-byte UDP request/response transactions (udp-rr.py), median and p99.
+measure_udp_rr() {
+    local out med p99 rc=0
+    start_bg "rr-srv-$1-$2" ip netns exec "$NS_B" taskset -c "${LOAD_CPU:-0}" \
+        "$PY" "$SCRIPT_DIR/udp-rr.py" server "$IP_B" "$RR_PORT" --secs 40
+    sleep 0.3
+    out="$(in_ns "$NS_A" timeout 35 taskset -c "${LOAD_CPU:-0}" \
+        "$PY" "$SCRIPT_DIR/udp-rr.py" client "$IP_B" "$RR_PORT" --count "$RR_COUNT" --secs 30 2>&1)" || rc=$?
+    bg_wait "rr-srv-$1-$2" 5 || bg_stop "rr-srv-$1-$2"
+    if ((rc != 0)); then
+        log "$1 run $2: udp-rr.py failed: $out"
+        return 1
+    fi
+    med="$(sed -n 's/.*median_us=\([0-9.]*\).*/\1/p' <<<"$out")"
+    p99="$(sed -n 's/.*p99_us=\([0-9.]*\).*/\1/p' <<<"$out")"
+    [[ -n "$med" && -n "$p99" ]] || return 1
+    record "$1" rr_med_us "$med"
+    record "$1" rr_p99_us "$p99"
+    log "$1 run $2: UDP request/response $out"
 }
 
 run_datapath() { # run_datapath DP
     local dp="$1" scope run ok=1
+    SWITCH_PID=""
     scope="$(cleanup_scope_begin)"
     log "=== $dp: setting up"
     case "$dp" in
@@ -599,6 +664,7 @@ run_datapath() { # run_datapath DP
         ovs) setup_ovs ;;
         vswitch) setup_vswitch tap || ok=0 ;;
         vswitch-afpacket) setup_vswitch af-packet || ok=0 ;;
+        vswitch-poll) setup_vswitch poll || ok=0 ;;
     esac
     if ((ok)) && ! wait_for 15 ping_ok; then
         log "$dp: no connectivity $NS_A -> $NS_B"
@@ -617,6 +683,7 @@ run_datapath() { # run_datapath DP
                 measure_udp64_search "$dp" "$run" || log "$dp run $run: UDP64 rate search failed"
             fi
             measure_ping "$dp" "$run" || log "$dp run $run: ping measurement failed"
+            measure_udp_rr "$dp" "$run" || log "$dp run $run: UDP request/response measurement failed"
         done
     else
         record "$dp" status "failed (setup or connectivity; see log above)"
@@ -650,7 +717,7 @@ for dp in "${SELECTED[@]}"; do
         continue
     fi
     case "$dp" in
-        vswitch | vswitch-afpacket)
+        vswitch | vswitch-afpacket | vswitch-poll)
             if [[ ! -x "$(vswitch_bin)" ]]; then
                 log "NOTE: skipping $dp: VSwitch binary not found at $(vswitch_bin) (set VSWITCH=/path/to/vswitch)"
                 record "$dp" status "skipped (no binary at $(vswitch_bin))"
@@ -669,10 +736,10 @@ else
 fi
 HEADER="runs=$RUNS (median), iperf3 -t $DURATION, MTU $MTU, pod offloads $([[ $OFFLOADS == 1 ]] && echo on || echo off); $PIN_NOTE; $SEARCH_NOTE; kernel $(uname -r), $NCPU CPUs; CPU busy before start ${BUSY_AT_START}%; elapsed ${ELAPSED}s"
 
-"$PY" - "$RESULTS" "$OUT" "$HEADER" "$UDP_SEARCH" "$LOSS_LIMIT_PCT" "${SELECTED[@]}" <<'EOF'
+"$PY" - "$RESULTS" "$OUT" "$HEADER" "$UDP_SEARCH" "$LOSS_LIMIT_PCT" "$PING_COUNT" "$RR_COUNT" "$POLL_US" "${SELECTED[@]}" <<'EOF'
 import statistics, sys
-results, out, header, searched, limit = sys.argv[1:6]
-order = sys.argv[6:]
+results, out, header, searched, limit, ping_count, rr_count, poll_us = sys.argv[1:9]
+order = sys.argv[9:]
 searched = searched == "1"
 vals, status, notes = {}, {}, {}
 for line in open(results):
@@ -689,7 +756,7 @@ def med(dp, m):
     return statistics.median(v) if v else None
 
 names = {"bridge": "linux-bridge", "ovs": "ovs-netdev",
-         "vswitch": "vswitch-tap", "vswitch-afpacket": "vswitch-afpacket"}
+         "vswitch": "vswitch-tap", "vswitch-afpacket": "vswitch-afpacket", "vswitch-poll": "vswitch-tap-poll"}
 
 def fmt(x, p):
     return "-" if x is None else ("%.*f" % (p, x))
@@ -701,10 +768,11 @@ max_col = "UDP64 max kpps <%s%% loss" % limit
 cols = ["datapath", "TCP Gb/s", "UDP64 fwd kpps", "UDP64 app kpps", "app loss %"]
 if searched:
     cols += [max_col]
-cols += ["ping median ms", "TCP/bridge", "UDP64fwd/bridge"]
+cols += ["switch CPU µs/pkt", "ping median ms", "ping p99 ms", "UDP RR median µs", "UDP RR p99 µs",
+         "TCP/bridge", "UDP64fwd/bridge"]
 if searched:
     cols += ["UDP64max/bridge"]
-cols += ["TCP/OVS", "UDP64fwd/OVS"]
+cols += ["ping/bridge", "TCP/OVS", "UDP64fwd/OVS"]
 if searched:
     cols += ["UDP64max/OVS"]
 cols += ["status"]
@@ -714,7 +782,10 @@ for dp in order:
     cells = {"datapath": names[dp], "TCP Gb/s": fmt(t, 2), "UDP64 fwd kpps": fmt(u, 1),
              "UDP64 app kpps": fmt(med(dp, "udp64_kpps"), 1), "app loss %": fmt(med(dp, "udp64_loss"), 1),
              max_col: fmt(m, 1) + ("*" if notes.get(dp) and m is not None else ""),
-             "ping median ms": fmt(med(dp, "ping_ms"), 3),
+             "switch CPU µs/pkt": fmt(med(dp, "udp64_cpu_us"), 2),
+             "ping median ms": fmt(med(dp, "ping_ms"), 3), "ping p99 ms": fmt(med(dp, "ping_p99_ms"), 3),
+             "UDP RR median µs": fmt(med(dp, "rr_med_us"), 0), "UDP RR p99 µs": fmt(med(dp, "rr_p99_us"), 0),
+             "ping/bridge": ratio(med(dp, "ping_ms"), med("bridge", "ping_ms")),
              "TCP/bridge": ratio(t, med("bridge", "tcp_gbps")),
              "UDP64fwd/bridge": ratio(u, med("bridge", "udp64_fwd_kpps")),
              "UDP64max/bridge": ratio(m, med("bridge", "udp64_max_kpps")),
@@ -749,6 +820,12 @@ if out:
                 "datapath delivered to the receiving pod's interface per second (its rx_packets); app kpps = datagrams the "
                 "receiving iperf3 read (it shares CPU 0 with the unthrottled sender, so most app loss is UdpRcvbufErrors at "
                 "the receiver, not the datapath).\n")
+        f.write("\nswitch CPU µs/pkt = CPU time of the switch process (all threads, /proc/PID/task/*/schedstat) during "
+                "the UDP64 saturation test, per frame delivered to the receiving pod; none for the bridge, which forwards "
+                "in the sender's softirq. ping: %s pings 10 ms apart. UDP RR: "
+                "%s back-to-back 64-byte UDP request/response transactions (perf/e2e/udp-rr.py, netperf UDP_RR style), "
+                "latency per transaction. vswitch-tap-poll: TAP ports, the worker keeps polling for %s µs after traffic "
+                "instead of sleeping (datapath.busyPollMicros).\n" % (ping_count, rr_count, poll_us))
         if searched:
             f.write("\nUDP64 max kpps <%s%% loss: for each run, a search over offered packet rates finds the highest one at "
                     "which the receiving iperf3 sees less than %s%% loss; the figure is the rate that iperf3 received in "
