@@ -141,10 +141,15 @@ bench() {
     dotnet run -c Release --project perf/VSwitch.Benchmarks -- --filter '*' "$@"
     say "end-to-end, same node: Linux bridge vs Open vSwitch netdev vs VSwitch"
     VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --out out/bench-l2.md
+    say "end-to-end, same node with offloads on: Linux bridge vs VSwitch"
+    VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --offloads --only bridge,vswitch,vswitch-poll --no-udp-search \
+        --out out/bench-l2-offloads.md
     say "end-to-end, across nodes over VXLAN: kernel flannel-style vs VSwitch"
     VSWITCH="$BIN" bash perf/e2e/overlay-bench.sh --runs 3 --out out/bench-overlay.md
     say "end-to-end, Services: new TCP connections/s through a ClusterIP, kernel iptables DNAT vs VSwitch"
     VSWITCH="$BIN" bash perf/e2e/services-bench.sh --runs 3 --out out/bench-services.md
+    say "summary: every end-to-end figure against the kernel and Open vSwitch, with issue 5's targets"
+    python3 perf/e2e/summary.py --dir out --out out/bench-summary.md
 }
 
 case "${1:-demo}" in

@@ -105,7 +105,8 @@ and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
                (default: all; VSwitch datapaths are skipped with a note when
                the binary is missing: set VSWITCH=/path or build to
                out/vswitch/vswitch)
-  --out FILE   also write the result table as Markdown to FILE
+  --out FILE   also write the result table as Markdown to FILE, and the
+               per-run results to FILE.tsv (FILE without .md)
   --no-udp-search
                skip the UDP64 rate search (the highest offered rate with
                < $LOSS_LIMIT_PCT% loss at the receiving iperf3); quick runs
@@ -842,7 +843,8 @@ if out:
         f.write("\nRatios are medians divided by the Linux bridge / OVS netdev medians.\n")
 EOF
 if [[ -n "$OUT" ]]; then
-    log "Markdown table written to $OUT"
+    cp "$RESULTS" "${OUT%.md}.tsv"
+    log "Markdown table written to $OUT, per-run results to ${OUT%.md}.tsv"
 fi
 
 # Non-zero exit when a selected datapath failed (skipped ones do not count).

@@ -549,7 +549,8 @@ with open(out, "w") as f:
             "TCP test, as a share of one CPU; both run on CPU 1, so 100 % means that CPU was saturated. "
             "Offloads off = ethtool -K tx/tso/gso/gro off on the pod interfaces, the veth ends and the switch's host TAP.\n")
 EOF
-log "Markdown table written to $OUT"
+cp "$RESULTS" "${OUT%.md}.tsv"
+log "Markdown table written to $OUT, per-run results to ${OUT%.md}.tsv"
 
 if grep -q $'\tstatus\tfailed' "$RESULTS"; then
     exit 1

@@ -19,21 +19,30 @@
 # datapath gets fresh namespaces.  Median of RUNS runs; every run also counts
 # failed connections.  Holds /tmp/vswitch-bench.lock for the whole run.
 #
-# Usage: perf/e2e/services-bench.sh [--runs N] [--only kernel,vswitch] [--duration S]
-#                                   [--busy-poll-us N] [--out FILE]
-#   --busy-poll-us N   the switch keeps polling N µs after traffic before sleeping
-#                      (datapath.busyPollMicros; default 0)
+# Datapaths: kernel (above), vswitch (the shipped default: the worker sleeps
+# in epoll between packets), vswitch-poll (the same switch in polling mode:
+# datapath.busyPollMicros = --poll-us, default 100000 µs).
+#
+# Usage: perf/e2e/services-bench.sh [--runs N] [--only kernel,vswitch,vswitch-poll]
+#                                   [--duration S] [--busy-poll-us N] [--poll-us N]
+#                                   [--out FILE]
+#   --busy-poll-us N   the vswitch row keeps polling N µs after traffic before
+#                      sleeping (datapath.busyPollMicros; default 0)
+#   --poll-us N        the same for the vswitch-poll row (default 100000)
+#   --out FILE         the Markdown table (default out/bench-services.md); the
+#                      per-run results go next to it as FILE.tsv
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=../../tests/netns/lib.sh
 . "$SCRIPT_DIR/../../tests/netns/lib.sh"
 
-ALL_DATAPATHS="kernel,vswitch"
+ALL_DATAPATHS="kernel,vswitch,vswitch-poll"
 RUNS=3
 ONLY="$ALL_DATAPATHS"
 DURATION=5
 BUSY_POLL_US=0
+POLL_US=100000
 OUT="$REPO/out/bench-services.md"
 TOOLS="$REPO/tests/netns/svc-tools.py"
 
@@ -61,6 +70,13 @@ while (($# > 0)); do
         --busy-poll-us)
             [[ $# -ge 2 && "$2" =~ ^[0-9]{1,6}$ ]] || die "--busy-poll-us needs 0..999999"
             BUSY_POLL_US="$2"
+            shift 2
+            ;;
+        --poll-us)
+            if ! [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]{0,6}$ ]] || (($2 > 1000000)); then
+                die "--poll-us needs 1..1000000"
+            fi
+            POLL_US="$2"
             shift 2
             ;;
         --out)
@@ -132,7 +148,8 @@ setup_kernel() {
     in_ns vk-node iptables -t nat -A KUBE-SEP-WEB1 -p tcp -m comment --comment default/web:http -m tcp -j DNAT --to-destination 10.244.1.3:8080
 }
 
-setup_vswitch() {
+setup_vswitch() { # setup_vswitch [BUSY_POLL_US]
+    local busy_poll="${1:-$BUSY_POLL_US}"
     namespaces
     cat >"$WORK/services.yaml" <<'EOF'
 apiVersion: v1
@@ -152,7 +169,7 @@ EOF
     cat >"$WORK/node.yaml" <<EOF
 node: {name: node-1, podCIDR: 10.244.1.0/24}
 control: {socket: $WORK/vs.sock}
-datapath: {busyPollMicros: $BUSY_POLL_US}
+datapath: {busyPollMicros: $busy_poll}
 services: {manifests: $WORK/services.yaml}
 ports:
   - {name: client, type: tap, interface: vk-tap-c, namespace: vk-c, address: 10.244.1.2/24, mac: "02:00:0a:f4:01:02"}
@@ -190,7 +207,10 @@ measure() { # measure DATAPATH
 for dp in "${SELECTED[@]}"; do
     depth="$(cleanup_scope_begin)"
     log "datapath $dp"
-    "setup_$dp"
+    case "$dp" in
+        vswitch-poll) setup_vswitch "$POLL_US" ;;
+        *) "setup_$dp" ;;
+    esac
     measure "$dp"
     cleanup_scope_end "$depth"
 done
@@ -234,7 +254,7 @@ fi
 mkdir -p "$(dirname "$OUT")"
 {
     printf '# New TCP connections per second through a ClusterIP (same node)\n\n'
-    printf '%s runs of %s s each, client and server on CPU %s, switch on CPU %s (busy poll %s µs); median.\n\n' "$RUNS" "$DURATION" "$LOAD_CPU" "$SWITCH_CPU" "$BUSY_POLL_US"
+    printf '%s runs of %s s each, client and server on CPU %s, switch on CPU %s (vswitch: busy poll %s µs; vswitch-poll: %s µs); median.\n\n' "$RUNS" "$DURATION" "$LOAD_CPU" "$SWITCH_CPU" "$BUSY_POLL_US" "$POLL_US"
     printf '| datapath | connections/s (median) | runs | failed | vs kernel |\n|---|---:|---|---:|---:|\n'
     kernel_med=""
     if grep -q '^kernel	' "$RESULTS"; then kernel_med="$(awk -F'\t' '$1 == "kernel" {print $2}' "$RESULTS" | median)"; fi
@@ -252,4 +272,5 @@ mkdir -p "$(dirname "$OUT")"
             "$SCALE_SERVICES" "$RUNS" "$rd" "$cp" "$tot"
     fi
 } >"$OUT"
+cp "$RESULTS" "${OUT%.md}.tsv"
 cat "$OUT"
