@@ -44,7 +44,6 @@ internal static unsafe partial class Native
     public const int SO_REUSEPORT = 15;
     public const int SOL_PACKET = 263;
     public const int PACKET_ADD_MEMBERSHIP = 1;
-    public const int PACKET_AUXDATA = 8;
     public const int PACKET_IGNORE_OUTGOING = 23;
     public const int PACKET_MR_PROMISC = 1;
     public const byte PACKET_OUTGOING = 4;
@@ -253,18 +252,6 @@ internal static unsafe partial class Native
     {
         public uint Packets;
         public uint Drops;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    public struct TPacketAuxData
-    {
-        public uint Status;
-        public uint Length;
-        public uint SnapLength;
-        public ushort Mac;
-        public ushort Net;
-        public ushort VlanTci;
-        public ushort VlanTpid;
     }
 
     [StructLayout(LayoutKind.Sequential)]
