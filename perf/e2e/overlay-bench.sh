@@ -170,32 +170,16 @@ record() { # record DATAPATH METRIC VALUE
     printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"
 }
 
-quiet_ns() {
-    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
-    in_ns "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
-}
-
 # ---------------------------------------------------------------- topology
 
 # underlay OFFLOADS(on|off): fresh underlay namespace, bridge and node namespaces.
 underlay() {
-    local offl="$1" n ns
-    ns_add "$UL_NS"
-    quiet_ns "$UL_NS"
-    in_ns "$UL_NS" ip link add "$UL_BR" type bridge
-    in_ns "$UL_NS" ip link set "$UL_BR" up
+    local offl="$1" n
+    underlay_bridge "$UL_BR"
     for n in "${NODES[@]}"; do
-        ns="$(node_ns "$n")"
-        ns_add "$ns"
-        quiet_ns "$ns"
-        veth_add "vv-ul$n-b" "vv-ul$n-n"
-        link_to_ns "vv-ul$n-b" "$UL_NS" "p$n"
-        link_to_ns "vv-ul$n-n" "$ns" "$UL_IF"
-        in_ns "$UL_NS" ip link set "p$n" mtu "$UL_MTU" master "$UL_BR" up
-        in_ns "$ns" ip link set "$UL_IF" mtu "$UL_MTU" up
-        in_ns "$ns" ip addr add "$(ul_ip "$n")/24" dev "$UL_IF"
+        underlay_node "$n" vv "$UL_BR" "$UL_MTU"
         if [[ "$offl" == off ]]; then
-            offloads_off "$UL_IF" "$ns"
+            offloads_off "$UL_IF" "$(node_ns "$n")"
             offloads_off "p$n" "$UL_NS"
         fi
     done

@@ -106,11 +106,6 @@ LOAD_CPU=1
 SWITCH_CPU=0
 if (($(nproc) < 2)); then LOAD_CPU=0; fi
 
-quiet_ns() {
-    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
-    in_ns "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
-}
-
 namespaces() {
     local ns
     for ns in vk-node vk-c vk-s; do
@@ -188,16 +183,16 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 
 measure() { # measure DATAPATH
-    local dp="$1" r line done errs secs rate
+    local dp="$1" r line conns errs secs rate
     start_bg "server-$dp" taskset -c "$LOAD_CPU" ip netns exec vk-s timeout 600 "$PY" "$TOOLS" serve vk-s 8080 5353 590
     wait_for 5 tcp_listening vk-s 8080 || die "server did not start"
     # Warm-up: ARP, the first connection.
     in_ns vk-c timeout 10 "$PY" "$TOOLS" tcp 10.96.0.10 80 3 >/dev/null 2>&1 || true
     for ((r = 1; r <= RUNS; r++)); do
         line="$(taskset -c "$LOAD_CPU" ip netns exec vk-c timeout $((DURATION + 30)) "$PY" "$TOOLS" connrate 10.96.0.10 80 "$DURATION")"
-        read -r done errs secs <<<"$line"
-        rate="$(awk -v d="$done" -v s="$secs" 'BEGIN {printf "%.0f", d / s}')"
-        log "$dp run $r: $done connections in $secs s = $rate/s, $errs failed"
+        read -r conns errs secs <<<"$line"
+        rate="$(awk -v d="$conns" -v s="$secs" 'BEGIN {printf "%.0f", d / s}')"
+        log "$dp run $r: $conns connections in $secs s = $rate/s, $errs failed"
         printf '%s\t%s\t%s\n' "$dp" "$rate" "$errs" >>"$RESULTS"
         sleep 1
     done
@@ -268,6 +263,7 @@ mkdir -p "$(dirname "$OUT")"
     done
     if [[ -n "$SCALE_LINE" ]]; then
         read -r rd cp tot <<<"$SCALE_LINE"
+        # shellcheck disable=SC2016 # the backticks are Markdown, not a command substitution
         printf '\nOne Service changed among %s (5 endpoints each), `vswitch reload`, median of %s: read %s ms, compile %s ms, in force %s ms after the read began.\n' \
             "$SCALE_SERVICES" "$RUNS" "$rd" "$cp" "$tot"
     fi

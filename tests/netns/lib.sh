@@ -424,6 +424,53 @@ offloads_off() {
     return 0
 }
 
+# quiet_ns NS: IPv6 off in NS, so no router solicitations or DAD frames show up in captures and counters.
+quiet_ns() {
+    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
+    in_ns "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
+}
+
+# --- a two-or-more-node underlay (198.18.0.0/15 addresses) shared by the overlay, Services and workers
+# tests and the overlay bench. The caller defines UL_NS, UL_IF, node_ns N and ul_ip N.
+
+# underlay_bridge BRIDGE: the underlay namespace $UL_NS with the bridge BRIDGE in it, up.
+underlay_bridge() {
+    ns_add "$UL_NS"
+    quiet_ns "$UL_NS"
+    in_ns "$UL_NS" ip link add "$1" type bridge
+    in_ns "$UL_NS" ip link set "$1" up
+}
+
+# underlay_node N PREFIX BRIDGE [MTU]: node N's namespace $(node_ns N), joined to BRIDGE by the veth
+# PREFIX-ulN-b / PREFIX-ulN-n (named pN in $UL_NS and $UL_IF in the node), with $(ul_ip N)/24 on $UL_IF.
+underlay_node() {
+    local n="$1" prefix="$2" br="$3" mtu="${4:-}" ns ul_if="${UL_IF:?underlay_node needs UL_IF}"
+    ns="$(node_ns "$n")"
+    ns_add "$ns"
+    quiet_ns "$ns"
+    veth_add "$prefix-ul$n-b" "$prefix-ul$n-n"
+    link_to_ns "$prefix-ul$n-b" "$UL_NS" "p$n"
+    link_to_ns "$prefix-ul$n-n" "$ns" "$ul_if"
+    if [[ -n "$mtu" ]]; then
+        in_ns "$UL_NS" ip link set "p$n" mtu "$mtu"
+        in_ns "$ns" ip link set "$ul_if" mtu "$mtu"
+    fi
+    in_ns "$UL_NS" ip link set "p$n" master "$br" up
+    in_ns "$ns" ip link set "$ul_if" up
+    in_ns "$ns" ip addr add "$(ul_ip "$n")/24" dev "$ul_if"
+}
+
+# overlay_peers_yaml N NODE...: the overlay.peers entries of node N's config: every other NODE M as node-M at
+# $(ul_ip M) with pod CIDR 10.244.M.0/24.
+overlay_peers_yaml() {
+    local n="$1" m
+    shift
+    for m in "$@"; do
+        [[ "$m" != "$n" ]] || continue
+        printf '    - name: node-%s\n      address: %s\n      podCIDR: 10.244.%s.0/24\n' "$m" "$(ul_ip "$m")" "$m"
+    done
+}
+
 # mac_of IF [NS]: print the MAC address of IF, lower case.
 mac_of() {
     local out

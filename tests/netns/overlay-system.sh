@@ -132,11 +132,6 @@ vs() { # vs NODE SUBCOMMAND ARGS...: the switch CLI against node NODE's socket
 }
 
 # Keep namespaces quiet: no IPv6 (router/neighbour solicitations).
-quiet_ns() {
-    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
-    in_ns "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
-}
-
 ns_exists() {
     ip netns list | awk '{print $1}' | grep -qxF -- "$1"
 }
@@ -156,20 +151,10 @@ for k in "${PODS[@]}"; do
     fi
 done
 
-ns_add "$UL_NS"
-quiet_ns "$UL_NS"
-in_ns "$UL_NS" ip link add "$UL_BR" type bridge
-in_ns "$UL_NS" ip link set "$UL_BR" up
+underlay_bridge "$UL_BR"
 
 for n in "${NODES[@]}"; do
-    ns_add "$(node_ns "$n")"
-    quiet_ns "$(node_ns "$n")"
-    veth_add "vo-ul$n-b" "vo-ul$n-n"
-    link_to_ns "vo-ul$n-b" "$UL_NS" "p$n"
-    link_to_ns "vo-ul$n-n" "$(node_ns "$n")" "$UL_IF"
-    in_ns "$UL_NS" ip link set "p$n" mtu "$UL_MTU" master "$UL_BR" up
-    in_ns "$(node_ns "$n")" ip link set "$UL_IF" mtu "$UL_MTU" up
-    in_ns "$(node_ns "$n")" ip addr add "$(ul_ip "$n")/24" dev "$UL_IF"
+    underlay_node "$n" vo "$UL_BR" "$UL_MTU"
     # Kernel nodes send complete frames: a kernel vxlan skb whose inner
     # checksum is CHECKSUM_PARTIAL keeps it unfinished across a veth into
     # another namespace, and the switch's UDP socket would hand the inner

@@ -63,11 +63,6 @@ vs() { # vs NODE SUBCOMMAND ARGS...
     shift
     timeout 10 "$BIN" "$@" --socket "$(sock_of "$n")"
 }
-quiet_ns() {
-    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
-    in_ns "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
-}
-
 PODS=(n1-c n1-e1 n1-e2 n2-e3)
 declare -A POD_NODE=([n1-c]=1 [n1-e1]=1 [n1-e2]=1 [n2-e3]=2)
 declare -A POD_IP=([n1-c]=10.244.1.2 [n1-e1]=10.244.1.3 [n1-e2]=10.244.1.4 [n2-e3]=10.244.2.3)
@@ -120,17 +115,14 @@ EOF
 } >"$MANIFESTS/endpointslices.yaml"
 
 write_config() { # write_config N FILE
-    local n="$1" file="$2" m k
+    local n="$1" file="$2" k
     {
         printf 'node:\n  name: node-%s\n  podCIDR: 10.244.%s.0/24\n  clusterCIDR: 10.244.0.0/16\n' "$n" "$n"
         printf 'datapath:\n  workers: 2\n'
         printf 'control:\n  socket: %s\n' "$(sock_of "$n")"
         printf 'services:\n  manifests: %s\n  serviceCIDR: 10.96.0.0/12\n' "$MANIFESTS"
         printf 'overlay:\n  localAddress: %s\n  peers:\n' "$(ul_ip "$n")"
-        for m in 1 2; do
-            [[ "$m" != "$n" ]] || continue
-            printf '    - name: node-%s\n      address: %s\n      podCIDR: 10.244.%s.0/24\n' "$m" "$(ul_ip "$m")" "$m"
-        done
+        overlay_peers_yaml "$n" 1 2
         printf 'ports:\n'
         for k in "${PODS[@]}"; do
             [[ "${POD_NODE[$k]}" == "$n" ]] || continue
@@ -145,19 +137,9 @@ for k in "${PODS[@]}"; do
         die "namespace $(pod_ns "$k") already exists (left over from an earlier run? remove it with: ip netns del $(pod_ns "$k"))"
     fi
 done
-ns_add "$UL_NS"
-quiet_ns "$UL_NS"
-in_ns "$UL_NS" ip link add vw-br type bridge
-in_ns "$UL_NS" ip link set vw-br up
+underlay_bridge vw-br
 for n in 1 2; do
-    ns_add "$(node_ns "$n")"
-    quiet_ns "$(node_ns "$n")"
-    veth_add "vw-ul$n-b" "vw-ul$n-n"
-    link_to_ns "vw-ul$n-b" "$UL_NS" "p$n"
-    link_to_ns "vw-ul$n-n" "$(node_ns "$n")" "$UL_IF"
-    in_ns "$UL_NS" ip link set "p$n" master vw-br up
-    in_ns "$(node_ns "$n")" ip link set "$UL_IF" up
-    in_ns "$(node_ns "$n")" ip addr add "$(ul_ip "$n")/24" dev "$UL_IF"
+    underlay_node "$n" vw vw-br
 done
 for k in "${PODS[@]}"; do
     ns_add "$(pod_ns "$k")"
