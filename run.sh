@@ -36,6 +36,9 @@ deps() {
     if [ "${1:-}" = bench ]; then
         command -v ovs-vswitchd >/dev/null || missing+=(openvswitch-switch)
         command -v iptables >/dev/null || missing+=(iptables)
+        # The C reference forwarder that l2-bench.sh builds and measures beside the switches.
+        command -v gcc >/dev/null || missing+=(gcc)
+        [ -e /usr/include/linux/if_packet.h ] && [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]}"

@@ -15,6 +15,10 @@
 #   vswitch-poll      VSwitch with TAP ports in polling mode: the worker keeps
 #                     polling for --poll-us (default 100000 µs) after traffic
 #                     instead of sleeping in epoll (datapath.busyPollMicros)
+#   c-tpacket-v3      the reference point of issue 5's UDP target: a minimal C
+#                     forwarder (perf/e2e/ref/tpacket-v3-fwd.c, built here with
+#                     gcc) on the same veth host ends, TPACKET_V3 receive rings
+#                     and sendmmsg, no switching logic at all
 #
 # Fairness: every datapath gets FRESH namespaces vb-pa (10.244.1.2/24) and
 # vb-pb (10.244.1.3/24), MTU 1500, offloads (tx, tso, gso, gro) off on the pod
@@ -58,7 +62,7 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=../../tests/netns/lib.sh
 . "$SCRIPT_DIR/../../tests/netns/lib.sh"
 
-ALL_DATAPATHS="bridge,ovs,vswitch,vswitch-afpacket,vswitch-poll"
+ALL_DATAPATHS="bridge,ovs,vswitch,vswitch-afpacket,vswitch-poll,c-tpacket-v3"
 RUNS=3
 ONLY="$ALL_DATAPATHS"
 OUT=""
@@ -126,8 +130,9 @@ and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
                sleeps, 1..1000000 µs (default $POLL_US; datapath.busyPollMicros)
   --help       this text
 
-Needs root, iproute2, iperf3, ping, ethtool, taskset, timeout, /usr/bin/python3,
-and for 'ovs' the openvswitch-switch binaries (no running OVS service needed).
+Needs root, iproute2, iperf3, ping, ethtool, nft, taskset, timeout, /usr/bin/python3,
+for 'ovs' the openvswitch-switch binaries (no running OVS service needed), and
+for 'c-tpacket-v3' gcc with the C library headers (libc6-dev).
 EOF
 }
 
@@ -197,10 +202,13 @@ done
 bench_check_selection
 
 require_root
-require_cmd ip iperf3 ping ethtool taskset timeout ss flock "$PY"
+require_cmd ip iperf3 ping ethtool taskset timeout ss flock nft "$PY"
 for dp in "${SELECTED[@]}"; do
     if [[ "$dp" == ovs ]]; then
         require_cmd ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-appctl
+    fi
+    if [[ "$dp" == c-tpacket-v3 ]]; then
+        require_cmd gcc
     fi
 done
 
@@ -355,6 +363,26 @@ setup_ovs() {
     log "OVS dpif: $(ovs_appctl_vswitchd dpif/show 2>/dev/null | tr '\n' ' ' | tr -s ' ')"
 }
 
+# The reference forwarder: compiled from source here, on the veth host ends like OVS and vswitch-afpacket.
+setup_cfwd() {
+    pods_veth
+    if ! gcc -O2 -Wall -o "$WORK/tpacket-v3-fwd" "$SCRIPT_DIR/ref/tpacket-v3-fwd.c" 2>"$WORK/cfwd-build.txt"; then
+        log "could not build perf/e2e/ref/tpacket-v3-fwd.c (gcc and libc6-dev needed):"
+        indent_file "$WORK/cfwd-build.txt" 10
+        return 1
+    fi
+    # Bounded like every load in this script: it stops by itself long after the longest measurement.
+    start_bg cfwd "$WORK/tpacket-v3-fwd" "$HOST_A" "$HOST_B" --secs 3600
+    sleep 0.3
+    if ! pid_alive "$BG_PID"; then
+        log "tpacket-v3-fwd did not start; its log:"
+        indent_file "$(bg_log cfwd)"
+        return 1
+    fi
+    pin_switch "$BG_PID"
+    pods_offloads_off
+}
+
 # write_vswitch_config FILE tap|af-packet|poll (poll: TAP ports, busy polling)
 write_vswitch_config() {
     local file="$1" kind="$2"
@@ -497,6 +525,39 @@ EOF
     record "$1" udp64_loss "$loss"
     UDP_APP_PPS="$("$PY" -c "print(int($kpps * 1000))")"
     log "$1 run $2: UDP64 $kpps kpps received by iperf3 (loss $loss %), $fwd kpps delivered to the pod interface, switch CPU $cpu µs per delivered frame"
+}
+
+# measure_udp64_sink DP RUN: the UDP64 saturation test again, with the receiving application taken out: an nftables
+# rule in the receiving pod drops the datagrams at prerouting, so CPU 0 runs the sender alone. The frames the
+# datapath delivers to the pod's interface per second are then the most it can deliver to a receiver that costs the
+# sending CPU nothing: what bounds the delivered rate once the receiver is gone. Only the 64-byte test datagrams
+# (UDP length 8 + 18) are dropped: iperf3's own UDP handshake must still get through.
+measure_udp64_sink() {
+    local name="$1-udpsink-$2" rx0 rx1 fwd cpu0 cpu1 cpu="-"
+    if ! in_ns "$NS_B" nft -f - <<EOF
+table inet vb_sink {
+    chain pre {
+        type filter hook prerouting priority -300; policy accept;
+        udp dport $IPERF_PORT udp length 26 drop
+    }
+}
+EOF
+    then
+        log "$1 run $2: could not add the nftables drop rule in $NS_B"
+        return 1
+    fi
+    rx0=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
+    cpu0=$(switch_cpu_ns)
+    iperf_run "$name" "$DURATION" -u -l 18 -b 0 || log "$1 run $2: iperf3 without a receiver failed"
+    cpu1=$(switch_cpu_ns)
+    rx1=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
+    in_ns "$NS_B" nft delete table inet vb_sink || log "$1 run $2: could not remove the nftables drop rule"
+    fwd=$("$PY" -c "print('%.1f' % (($rx1 - $rx0) / $DURATION / 1e3))")
+    record "$1" udp64_sink_kpps "$fwd"
+    if [[ -n "$cpu0" && -n "$cpu1" ]]; then
+        cpu=$("$PY" -c "print('%.2f' % (($cpu1 - $cpu0) / 1e3 / max(1, $rx1 - $rx0)))")
+    fi
+    log "$1 run $2: UDP64 with the receiver dropping at prerouting: $fwd kpps delivered to the pod interface, switch CPU $cpu µs per delivered frame"
 }
 
 # switch_cpu_ns: CPU time so far of every thread of the switch process (SWITCH_PID), in ns; empty without one.
@@ -666,6 +727,7 @@ run_datapath() { # run_datapath DP
         vswitch) setup_vswitch tap || ok=0 ;;
         vswitch-afpacket) setup_vswitch af-packet || ok=0 ;;
         vswitch-poll) setup_vswitch poll || ok=0 ;;
+        c-tpacket-v3) setup_cfwd || ok=0 ;;
     esac
     if ((ok)) && ! wait_for 15 ping_ok; then
         log "$dp: no connectivity $NS_A -> $NS_B"
@@ -680,6 +742,7 @@ run_datapath() { # run_datapath DP
             measure_tcp "$dp" "$run" || log "$dp run $run: TCP measurement failed"
             UDP_APP_PPS=""
             measure_udp64 "$dp" "$run" || log "$dp run $run: UDP64 measurement failed"
+            measure_udp64_sink "$dp" "$run" || log "$dp run $run: UDP64 measurement without a receiver failed"
             if ((UDP_SEARCH)); then
                 measure_udp64_search "$dp" "$run" || log "$dp run $run: UDP64 rate search failed"
             fi
@@ -694,6 +757,10 @@ run_datapath() { # run_datapath DP
         log "OVS after the runs: $(ovs_appctl_vswitchd dpif/show 2>/dev/null | head -n1)"
         log "OVS warnings/errors in ovs-vswitchd.log: $(grep -cE '[|](WARN|ERR|EMER)[|]' "$OVS_DIR/ovs-vswitchd.log" || true)"
         grep -E '[|](WARN|ERR|EMER)[|]' "$OVS_DIR/ovs-vswitchd.log" | head -n 10 | sed 's/^/#   /' >&2 || true
+    fi
+    if [[ "$dp" == c-tpacket-v3 ]]; then
+        bg_stop cfwd
+        indent_file "$(bg_log cfwd)" 10
     fi
     log "=== $dp: tearing down"
     cleanup_scope_end "$scope"
@@ -712,8 +779,8 @@ check_idle
 START=$SECONDS
 if ((OFFLOADS)); then SW_OFFLOADS=true; else SW_OFFLOADS=false; fi
 for dp in "${SELECTED[@]}"; do
-    if ((OFFLOADS)) && [[ "$dp" == ovs || "$dp" == vswitch-afpacket ]]; then
-        log "NOTE: skipping $dp with --offloads: its veth ports take no super-frames (OVS needs userspace-tso-enable; VSwitch's AF_PACKET has no PACKET_VNET_HDR yet)"
+    if ((OFFLOADS)) && [[ "$dp" == ovs || "$dp" == vswitch-afpacket || "$dp" == c-tpacket-v3 ]]; then
+        log "NOTE: skipping $dp with --offloads: its veth ports take no super-frames (OVS needs userspace-tso-enable; VSwitch's AF_PACKET and the C reference have no PACKET_VNET_HDR)"
         record "$dp" status "skipped (--offloads)"
         continue
     fi
@@ -757,7 +824,8 @@ def med(dp, m):
     return statistics.median(v) if v else None
 
 names = {"bridge": "linux-bridge", "ovs": "ovs-netdev",
-         "vswitch": "vswitch-tap", "vswitch-afpacket": "vswitch-afpacket", "vswitch-poll": "vswitch-tap-poll"}
+         "vswitch": "vswitch-tap", "vswitch-afpacket": "vswitch-afpacket", "vswitch-poll": "vswitch-tap-poll",
+         "c-tpacket-v3": "c-tpacket-v3 (reference)"}
 
 def fmt(x, p):
     return "-" if x is None else ("%.*f" % (p, x))
@@ -766,14 +834,14 @@ def ratio(a, b):
     return "-" if a is None or b is None or b == 0 else "%.2f" % (a / b)
 
 max_col = "UDP64 max kpps <%s%% loss" % limit
-cols = ["datapath", "TCP Gb/s", "UDP64 fwd kpps", "UDP64 app kpps", "app loss %"]
+cols = ["datapath", "TCP Gb/s", "UDP64 fwd kpps", "UDP64 app kpps", "app loss %", "UDP64 fwd kpps, no receiver"]
 if searched:
     cols += [max_col]
 cols += ["switch CPU µs/pkt", "ping median ms", "ping p99 ms", "UDP RR median µs", "UDP RR p99 µs",
          "TCP/bridge", "UDP64fwd/bridge"]
 if searched:
     cols += ["UDP64max/bridge"]
-cols += ["ping/bridge", "TCP/OVS", "UDP64fwd/OVS"]
+cols += ["ping/bridge", "TCP/OVS", "UDP64fwd/OVS", "no-receiver/OVS"]
 if searched:
     cols += ["UDP64max/OVS"]
 cols += ["status"]
@@ -782,6 +850,7 @@ for dp in order:
     t, u, m = med(dp, "tcp_gbps"), med(dp, "udp64_fwd_kpps"), med(dp, "udp64_max_kpps")
     cells = {"datapath": names[dp], "TCP Gb/s": fmt(t, 2), "UDP64 fwd kpps": fmt(u, 1),
              "UDP64 app kpps": fmt(med(dp, "udp64_kpps"), 1), "app loss %": fmt(med(dp, "udp64_loss"), 1),
+             "UDP64 fwd kpps, no receiver": fmt(med(dp, "udp64_sink_kpps"), 1),
              max_col: fmt(m, 1) + ("*" if notes.get(dp) and m is not None else ""),
              "switch CPU µs/pkt": fmt(med(dp, "udp64_cpu_us"), 2),
              "ping median ms": fmt(med(dp, "ping_ms"), 3), "ping p99 ms": fmt(med(dp, "ping_p99_ms"), 3),
@@ -791,6 +860,7 @@ for dp in order:
              "UDP64fwd/bridge": ratio(u, med("bridge", "udp64_fwd_kpps")),
              "UDP64max/bridge": ratio(m, med("bridge", "udp64_max_kpps")),
              "TCP/OVS": ratio(t, med("ovs", "tcp_gbps")), "UDP64fwd/OVS": ratio(u, med("ovs", "udp64_fwd_kpps")),
+             "no-receiver/OVS": ratio(med(dp, "udp64_sink_kpps"), med("ovs", "udp64_sink_kpps")),
              "UDP64max/OVS": ratio(m, med("ovs", "udp64_max_kpps")),
              "status": status.get(dp, "not run")}
     rows.append([cells[c] for c in cols])
@@ -820,7 +890,8 @@ if out:
         f.write("\nUDP64 saturation: iperf3 -u -l 18 -b 0 (64-byte frames, unlimited offered rate). fwd kpps = frames the "
                 "datapath delivered to the receiving pod's interface per second (its rx_packets); app kpps = datagrams the "
                 "receiving iperf3 read (it shares CPU 0 with the unthrottled sender, so most app loss is UdpRcvbufErrors at "
-                "the receiver, not the datapath).\n")
+                "the receiver, not the datapath). fwd kpps, no receiver = the same test with the receiving pod dropping the "
+                "datagrams at prerouting (nftables), so CPU 0 runs the sender alone.\n")
         f.write("\nswitch CPU µs/pkt = CPU time of the switch process (all threads, /proc/PID/task/*/schedstat) during "
                 "the UDP64 saturation test, per frame delivered to the receiving pod; none for the bridge, which forwards "
                 "in the sender's softirq. ping: %s pings 10 ms apart. UDP RR: "

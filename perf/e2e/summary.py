@@ -79,6 +79,7 @@ def main():
         ("same node TCP, offloads off (Gb/s)", 2, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "tcp_gbps", "ge-ovs", 2.0),
         ("same node TCP, offloads on (Gb/s)", 2, "l2o", "bridge", None, "vswitch", "vswitch-poll", "tcp_gbps", "ge-kernel", 0.6),
         ("same node UDP 64 B delivered (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "udp64_fwd_kpps", "ge-ovs", 2.0),
+        ("same node UDP 64 B delivered, receiver dropping at prerouting (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "udp64_sink_kpps", None, None),
         ("same node UDP 64 B, highest rate with < 1% loss (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "udp64_max_kpps", "ge-ovs", 2.0),
         ("same node UDP 64 B loss at saturation (%)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "udp64_loss", None, None),
         ("switch CPU per delivered 64 B frame (µs)", 2, "l2", None, "ovs", "vswitch", "vswitch-poll", "udp64_cpu_us", None, None),
@@ -109,8 +110,8 @@ def main():
         return ("yes" if ok else "no"), r
 
     target_text = {"ge-ovs": "≥ %g× OVS", "ge-kernel": "≥ %g× kernel", "le-kernel": "≤ %g× kernel"}
-    cols = ["measure", "kernel", "OVS netdev", "VSwitch", "VSwitch polling", "VSwitch/kernel", "VSwitch/OVS",
-            "target", "met", "met polling"]
+    cols = ["measure", "kernel", "OVS netdev", "C reference", "VSwitch", "VSwitch polling", "VSwitch/kernel",
+            "VSwitch/OVS", "target", "met", "met polling"]
     table = []
     for name, d, src, kdp, odp, vdp, pdp, metric, kind, factor in rows:
         if src not in data:
@@ -119,10 +120,12 @@ def main():
         o = med(src, odp, metric) if odp else None
         v = med(src, vdp, metric)
         pv = med(src, pdp, metric) if pdp else None
+        # The minimal C forwarder (perf/e2e/ref/tpacket-v3-fwd.c) is measured in the same-node, offloads-off runs.
+        c = med(src, "c-tpacket-v3", metric) if src == "l2" else None
         met, _ = verdict(kind, factor, k, o, v)
         metp, _ = verdict(kind, factor, k, o, pv) if pv is not None else ("", None)
         rk, ro = ratio(v, k), ratio(v, o)
-        table.append([name, fmt(k, d), fmt(o, d), fmt(v, d), fmt(pv, d),
+        table.append([name, fmt(k, d), fmt(o, d), fmt(c, d), fmt(v, d), fmt(pv, d),
                       "-" if rk is None else "%.2f×" % rk, "-" if ro is None else "%.2f×" % ro,
                       (target_text[kind] % factor) if kind else "", met, metp])
 
@@ -133,7 +136,8 @@ def main():
     for r in table:
         print(line(r))
     notes = ["kernel = Linux bridge (same node), flannel-style vxlan device (across nodes), kube-proxy iptables DNAT "
-             "(ClusterIP). VSwitch = the shipped default (the worker sleeps in epoll between packets); VSwitch polling "
+             "(ClusterIP). C reference = a minimal C forwarder between the veths, TPACKET_V3 receive rings and "
+             "sendmmsg, no switching (perf/e2e/ref/tpacket-v3-fwd.c; same node, offloads off). VSwitch = the shipped default (the worker sleeps in epoll between packets); VSwitch polling "
              "= datapath.busyPollMicros (the worker keeps polling after traffic; the bench scripts' --poll-us)."]
     if missing:
         notes.append("no results for: %s" % ", ".join(missing))
