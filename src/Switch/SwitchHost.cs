@@ -48,8 +48,8 @@ public sealed partial class SwitchHost : IDisposable
         NodeName = config.Node.Name ?? Environment.MachineName;
     }
 
-    /// <summary>A TAP port with offloads on (the default for tap).</summary>
-    private static bool HasOffloads(PortConfig p) => p.Type == "tap" && (p.Offloads ?? true);
+    /// <summary>A TAP or af-packet port with offloads on (the default).</summary>
+    private static bool HasOffloads(PortConfig p) => p.Type is "tap" or "af-packet" && (p.Offloads ?? true);
 
     private static bool UsesOffloads(SwitchConfig c) => c.Ports.Any(HasOffloads) || c.Host is { Offloads: true };
 
@@ -347,7 +347,7 @@ public sealed partial class SwitchHost : IDisposable
             if (!NetNs.InterfaceExists(ifName))
                 throw new PortException($"{at}.interface: interface '{ifName}' does not exist in the switch's network namespace");
             NetNs.BringUp(ifName);
-            AfPacketPort ap = AfPacketPort.Open(pc.Name!, ifName);
+            AfPacketPort ap = AfPacketPort.Open(pc.Name!, ifName, HasOffloads(pc));
             _undo.Push(($"af-packet {ifName}", ap.Dispose));
             LogPortOpened(pc.Name!, "af-packet", ifName, "");
             return [ap];

@@ -10,6 +10,11 @@ namespace VSwitch.Tap;
 /// the kernel has marked as the user's, copies each into a slab slot and hands the ring frame back). Transmit is
 /// batched with <c>sendmmsg</c> straight from slab slots. The kernel strips 802.1Q tags into the ring frame's header
 /// (the "VLAN in auxdata" trap); they are put back into the frame so the pipeline sees the wire bytes.
+/// With offloads (<c>PACKET_VNET_HDR</c>) every frame in both directions carries a virtio-net header, as on a TAP with
+/// IFF_VNET_HDR: a pod whose veth has TSO and checksum offload on hands over 64 KB TCP super-frames and partial
+/// checksums, and the switch hands them on (the kernel segments them itself at a device without TSO). A super-frame
+/// does not fit a 2 KB ring frame: the kernel then marks the ring frame <c>TP_STATUS_COPY</c> and queues the whole
+/// packet on the socket (<c>PACKET_COPY_THRESH</c>), where one <c>read</c> takes it into a large slab slot.
 /// </summary>
 /// <remarks>
 /// Why a V2 ring: a ring receive leaves the kernel's receive path cheaper (the frame is copied into the ring in the
@@ -38,8 +43,10 @@ public sealed unsafe class AfPacketPort : IPacketPort
     private int _sinceEmpty;
     private bool _disposed;
 
-    private AfPacketPort(string name, string ifName, int ifIndex, FdHandle fd, byte* ring, nuint ringLength, int frameSize, int frameCount)
+    private AfPacketPort(string name, string ifName, int ifIndex, FdHandle fd, byte* ring, nuint ringLength, int frameSize, int frameCount,
+        bool offloads)
     {
+        Offloads = offloads ? PortOffloads.All : PortOffloads.None;
         Name = name;
         InterfaceName = ifName;
         IfIndex = ifIndex;
@@ -64,6 +71,9 @@ public sealed unsafe class AfPacketPort : IPacketPort
     public ushort Id { get; set; }
     public int PollHandle => _fd.Fd;
     public CounterSet Counters { get; } = CounterSet.FromEnum<PortCounter>();
+    /// <summary>With offloads: TCP super-frames and partial checksums in both directions (needs large slab slots,
+    /// <see cref="PacketSlab.LargeCapacity"/>).</summary>
+    public PortOffloads Offloads { get; }
     /// <summary>Size of each receive ring frame (header, address and frame data).</summary>
     public int RingFrameSize => _frameSize;
     /// <summary>Frames in the receive ring.</summary>
@@ -74,7 +84,9 @@ public sealed unsafe class AfPacketPort : IPacketPort
 
     private Native.TPacket2Hdr* Frame(int i) => (Native.TPacket2Hdr*)(_ring + (nint)i * _frameSize);
 
-    public static AfPacketPort Open(string name, string ifName)
+    /// <summary>Opens the port on the existing interface <paramref name="ifName"/>; with <paramref name="offloads"/> frames
+    /// carry a virtio-net header both ways (<c>PACKET_VNET_HDR</c>).</summary>
+    public static AfPacketPort Open(string name, string ifName, bool offloads = false)
     {
         int ifIndex = (int)Native.IfNameToIndex(ifName);
         if (ifIndex == 0) throw new PortException($"interface '{ifName}' does not exist");
@@ -98,6 +110,15 @@ public sealed unsafe class AfPacketPort : IPacketPort
             int version = Native.TPACKET_V2;
             if (Native.SetSockOpt(fd, Native.SOL_PACKET, Native.PACKET_VERSION, &version, sizeof(int)) < 0)
                 throw PortException.FromErrno($"TPACKET_V2 on '{ifName}'", Marshal.GetLastPInvokeError());
+            if (offloads)
+            {
+                // Before the ring exists (the kernel refuses it after). Frames longer than a ring frame are queued whole on
+                // the socket and flagged in the ring; the receive buffer holds a few 64 KB super-frames.
+                if (Native.SetSockOpt(fd, Native.SOL_PACKET, Native.PACKET_VNET_HDR, &one, sizeof(int)) < 0
+                    || Native.SetSockOpt(fd, Native.SOL_PACKET, Native.PACKET_COPY_THRESH, &one, sizeof(int)) < 0)
+                    throw PortException.FromErrno($"cannot turn on offloads (PACKET_VNET_HDR) on '{ifName}'", Marshal.GetLastPInvokeError());
+                Native.SetBufferSize(fd, send: false, 4 << 20);
+            }
             var req = new Native.TPacketReq
             {
                 BlockSize = (uint)blockSize,
@@ -134,7 +155,7 @@ public sealed unsafe class AfPacketPort : IPacketPort
             handle.Dispose();
             throw;
         }
-        return new AfPacketPort(name, ifName, ifIndex, handle, ring, ringLength, frameSize, frameCount);
+        return new AfPacketPort(name, ifName, ifIndex, handle, ring, ringLength, frameSize, frameCount, offloads);
     }
 
     private static int ReadMtu(string ifName)
@@ -161,6 +182,8 @@ public sealed unsafe class AfPacketPort : IPacketPort
         PacketMeta[] meta = slab.Meta;
         int offset = slab.Headroom + VlanRoom;
         int room = slab.SlotSize - offset;
+        bool offloads = Offloads != PortOffloads.None;
+        int hs = offloads ? Offload.VirtioHeaderSize : 0;
         for (int n = 0; n < max; n++)
         {
             Native.TPacket2Hdr* h = Frame(_head);
@@ -183,8 +206,20 @@ public sealed unsafe class AfPacketPort : IPacketPort
             {
                 // Our own transmissions, on kernels without PACKET_IGNORE_OUTGOING: not a loss.
             }
+            else if (offloads && (status & Native.TP_STATUS_COPY) != 0)
+            {
+                // Too long for the ring (a super-frame): the whole packet waits on the socket, in ring order.
+                if (ReceiveCopy(slab, batch, h, status, offset, ref bytes)) accepted++;
+                else dropped++;
+            }
             else if (h->SnapLength < len || len < 14 || len > room || !slab.TryAlloc(out int slot))
             {
+                dropped++;
+            }
+            else if (hs != 0 && !Offload.Import((byte*)h + h->Mac - hs, (byte*)h + h->Mac, (int)len, ref meta[slot]))
+            {
+                // The header describes the frame as it is in the ring (untagged); one that does not fit it is dropped.
+                slab.Free(slot);
                 dropped++;
             }
             else
@@ -214,6 +249,44 @@ public sealed unsafe class AfPacketPort : IPacketPort
         return accepted;
     }
 
+    /// <summary>Reads the packet behind a <c>TP_STATUS_COPY</c> ring frame from the socket into a large slot:
+    /// [virtio-net header][frame]. False (a drop, to count) when there is no slot, or the packet is not there or malformed.</summary>
+    private bool ReceiveCopy(PacketSlab slab, PacketBatch batch, Native.TPacket2Hdr* h, uint status, int offset, ref long bytes)
+    {
+        int hs = Offload.VirtioHeaderSize;
+        if (!slab.TryAllocLarge(out int slot))
+        {
+            // Still take it off the socket, so later copies stay matched to their ring frames.
+            byte discard;
+            _ = Native.Read(_fd.Fd, &discard, 1);
+            return false;
+        }
+        byte* p = slab.SlotPointer(slot) + offset - hs;
+        int room = slab.LargeSlotSize - offset;
+        nint n;
+        do n = Native.Read(_fd.Fd, p, room + hs);
+        while (n < 0 && Marshal.GetLastPInvokeError() == Native.EINTR);
+        ref PacketMeta m = ref slab.Meta[slot];
+        m.Offset = offset;
+        m.Length = (int)n - hs;
+        m.InPort = Id;
+        // A read that fills the slot may have been cut short: dropped, like any frame longer than a slot.
+        if (n < hs + 14 || n >= room + hs || !Offload.Import(p, p + hs, m.Length, ref m))
+        {
+            slab.Free(slot);
+            return false;
+        }
+        if ((status & Native.TP_STATUS_VLAN_VALID) != 0 || h->VlanTci != 0)
+        {
+            ushort tpid = (status & Native.TP_STATUS_VLAN_TPID_VALID) != 0 ? h->VlanTpid : (ushort)0x8100;
+            RestoreVlanTag(slab, slot, ref m, tpid, h->VlanTci);
+        }
+        batch.Add(slot);
+        bytes += m.Length;
+        if (m.Gso != GsoType.None) Counters.Add((int)PortCounter.RxSuperFrames);
+        return true;
+    }
+
     /// <summary>Frames the kernel dropped because the ring was full, since the last call (reading resets the count).</summary>
     private uint TakeKernelDrops()
     {
@@ -240,20 +313,40 @@ public sealed unsafe class AfPacketPort : IPacketPort
         int total = 0;
         long bytes = 0;
         PacketMeta[] meta = slab.Meta;
+        int hs = Offloads == PortOffloads.None ? 0 : Offload.VirtioHeaderSize;
+        int superFrames = 0;
         while (slots.Length > 0)
         {
             int n = Math.Min(slots.Length, MaxBatch);
+            int k = 0;
             for (int i = 0; i < n; i++)
             {
                 ref PacketMeta m = ref meta[slots[i]];
-                _txIov[i].Base = slab.SlotPointer(slots[i]) + m.Offset;
-                _txIov[i].Length = (nuint)m.Length;
+                byte* f = slab.SlotPointer(slots[i]) + m.Offset;
+                if (hs != 0)
+                {
+                    // The header goes into the headroom just before the frame, as on a TAP.
+                    if (m.Offset < hs)
+                    {
+                        Counters.Add((int)PortCounter.TxErrors);
+                        continue;
+                    }
+                    Offload.Export(m, f, f - hs);
+                    if (m.Gso != GsoType.None) superFrames++;
+                }
+                _txIov[k].Base = f - hs;
+                _txIov[k].Length = (nuint)(m.Length + hs);
+                k++;
             }
-            total += Native.SendBatch(_fd.Fd, _txMsgs, _txIov, n, Counters, ref bytes);
+            long sentBytes = 0;
+            int sent = Native.SendBatch(_fd.Fd, _txMsgs, _txIov, k, Counters, ref sentBytes);
+            total += sent;
+            bytes += sentBytes - (long)sent * hs;
             slots = slots[n..];
         }
         Counters.Add((int)PortCounter.TxPackets, total);
         Counters.Add((int)PortCounter.TxBytes, bytes);
+        if (superFrames > 0) Counters.Add((int)PortCounter.TxSuperFrames, superFrames);
         return total;
     }
 

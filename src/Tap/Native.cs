@@ -63,9 +63,12 @@ internal static unsafe partial class Native
     public const int PACKET_RX_RING = 5;
     public const int PACKET_STATISTICS = 6;
     public const int PACKET_VERSION = 10;
+    public const int PACKET_COPY_THRESH = 7;
+    public const int PACKET_VNET_HDR = 15;
     public const int TPACKET_V2 = 1;
     public const uint TP_STATUS_KERNEL = 0;
     public const uint TP_STATUS_USER = 0x1;
+    public const uint TP_STATUS_COPY = 0x2;
     public const uint TP_STATUS_LOSING = 0x4;
     public const uint TP_STATUS_VLAN_VALID = 0x10;
     public const uint TP_STATUS_VLAN_TPID_VALID = 0x40;

@@ -7,7 +7,8 @@
 #   vt-pod-a eth0 10.244.1.2  <- TAP vt-tap-a ---+
 #   vt-pod-b eth0 10.244.1.3  <- TAP vt-tap-b ---+-- vswitch (bridge, MAC learning)
 #   vt-pod-c eth0 10.244.1.4  <- TAP vt-tap-c ---+
-#   vt-pod-d eth0 10.244.1.5  <- veth -> vt-vethd-h (root ns, af-packet port)
+#   vt-pod-d eth0 10.244.1.5  <- veth -> vt-vethd-h (root ns, af-packet port, offloads off)
+#   vt-pod-e eth0 10.244.1.6  <- veth -> vt-vethe-h (root ns, af-packet port with PACKET_VNET_HDR)
 #
 # The switch creates the TAP devices, moves them into the pod namespaces,
 # renames them to eth0, sets the address and brings them up; on SIGTERM it
@@ -32,15 +33,17 @@ fi
 require_root
 require_cmd ip ping iperf3 tshark ethtool timeout ss sysctl "$PY"
 
-PODS=(a b c d)
-declare -A NS=([a]=vt-pod-a [b]=vt-pod-b [c]=vt-pod-c [d]=vt-pod-d)
-declare -A IP=([a]=10.244.1.2 [b]=10.244.1.3 [c]=10.244.1.4 [d]=10.244.1.5)
-declare -A PORT=([a]=pod-a [b]=pod-b [c]=pod-c [d]=pod-d)
+PODS=(a b c d e)
+declare -A NS=([a]=vt-pod-a [b]=vt-pod-b [c]=vt-pod-c [d]=vt-pod-d [e]=vt-pod-e)
+declare -A IP=([a]=10.244.1.2 [b]=10.244.1.3 [c]=10.244.1.4 [d]=10.244.1.5 [e]=10.244.1.6)
+declare -A PORT=([a]=pod-a [b]=pod-b [c]=pod-c [d]=pod-d [e]=pod-e)
 declare -A TAP=([a]=vt-tap-a [b]=vt-tap-b [c]=vt-tap-c)
 BCAST=10.244.1.255
 PLEN=24
 VETH_D_HOST=vt-vethd-h
 VETH_D_PEER=vt-vethd-p
+VETH_E_HOST=vt-vethe-h
+VETH_E_PEER=vt-vethe-p
 
 make_workdir vt-l2
 WORK="$NETNS_WORKDIR"
@@ -68,6 +71,10 @@ done
 # wire are complete (no GRO super-frames, no partial checksums).
 pod_veth "${NS[d]}" "$VETH_D_HOST" "$VETH_D_PEER" "${IP[d]}/$PLEN" 1500
 offloads_off "$VETH_D_HOST"
+# pod-e: the same, with the veth's offloads left on (TSO, checksum offload) and
+# the af-packet port's offloads on (the default): TCP crosses the AF_PACKET
+# socket in super-frames with a virtio-net header, both ways.
+pod_veth "${NS[e]}" "$VETH_E_HOST" "$VETH_E_PEER" "${IP[e]}/$PLEN" 1500
 
 cat >"$CONFIG" <<EOF
 node:
@@ -81,7 +88,8 @@ EOF
 # pod-a and pod-b: TAPs with offloads (the default): TCP crosses them in 64 KB
 # super-frames with partial checksums.  pod-c: a TAP with offloads off, so the
 # switch must cut super-frames from pod-a into segments and finish their
-# checksums in software (as it must for pod-d's AF_PACKET port).
+# checksums in software (as it must for pod-d's AF_PACKET port, whose offloads
+# are off).
 declare -A OFFLOADS=([a]=true [b]=true [c]=false)
 for p in a b c; do
     cat >>"$CONFIG" <<EOF
@@ -99,6 +107,10 @@ cat >>"$CONFIG" <<EOF
   - name: ${PORT[d]}
     type: af-packet
     interface: $VETH_D_HOST
+    offloads: false
+  - name: ${PORT[e]}
+    type: af-packet
+    interface: $VETH_E_HOST
 EOF
 
 # ---------------------------------------------------------------- start the switch
@@ -247,17 +259,18 @@ EOF
     fi
 }
 
-# port_avg_rx PORT: average bytes per frame the switch received on PORT.
+# port_avg_rx PORT [RX|TX]: average bytes per frame the switch received (or sent) on PORT.
 port_avg_rx() {
     vs ports 2>/dev/null | "$PY" -c '
 import sys
 rows = [l.split() for l in sys.stdin.read().splitlines() if l.strip()]
 h = rows[0]
+d = sys.argv[2]
 for r in rows[1:]:
     if r[0] == sys.argv[1]:
-        p, b = int(r[h.index("RX-PKTS")]), int(r[h.index("RX-BYTES")])
+        p, b = int(r[h.index(d + "-PKTS")]), int(r[h.index(d + "-BYTES")])
         print(b // p if p else 0)
-' "$1"
+' "$1" "${2:-RX}"
 }
 
 # stage_counter STAGE COUNTER: a stage event counter from 'vswitch counters'.
@@ -277,6 +290,17 @@ seg0="$(stage_counter port-tx segmented)"
 iperf_check a c tcp # TAP with offloads -> TAP without: segmented in software
 iperf_check a d tcp # TAP with offloads -> AF_PACKET: segmented in software
 iperf_check a d udp
+iperf_check e a tcp # AF_PACKET with offloads -> TAP with offloads: super-frames end to end
+iperf_check a e tcp # and back
+iperf_check e c tcp # AF_PACKET with offloads -> TAP without: segmented in software
+avg="$(port_avg_rx "${PORT[e]}")"
+avgtx="$(port_avg_rx "${PORT[e]}" TX)"
+if [[ "$avg" =~ ^[0-9]+$ && "$avgtx" =~ ^[0-9]+$ ]] && ((avg > 1514 && avgtx > 1514)); then
+    pass "offloads: ${PORT[e]} (af-packet, PACKET_VNET_HDR) received and sent TCP super-frames (average $avg bytes per frame in, $avgtx out)"
+else
+    vs ports >"$WORK/ports-e.txt" 2>&1 || true
+    fail "offloads: ${PORT[e]} (af-packet) received and sent TCP super-frames (average ${avg:-?} in, ${avgtx:-?} out)" "$WORK/ports-e.txt"
+fi
 seg1="$(stage_counter port-tx segmented)"
 if [[ "$seg0" =~ ^[0-9]+$ && "$seg1" =~ ^[0-9]+$ ]] && ((seg1 > seg0)); then
     pass "offloads: port-tx cut $((seg1 - seg0)) super-frames into segments for ports without TSO"
@@ -482,5 +506,7 @@ for p in a b c; do
 done
 expect_ok "pod-d: af-packet interface $VETH_D_HOST left in place" \
     ip link show dev "$VETH_D_HOST"
+expect_ok "pod-e: af-packet interface $VETH_E_HOST left in place" \
+    ip link show dev "$VETH_E_HOST"
 
 finish
