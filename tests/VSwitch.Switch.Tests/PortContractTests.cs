@@ -203,6 +203,25 @@ internal static class Links
         File.WriteAllText($"/proc/sys/net/ipv6/conf/{ifName}/disable_ipv6", "1");
         NetNs.BringUp(ifName);
     }
+
+    /// <summary>A veth pair: the port under test opened on one end by <paramref name="open"/>, a kernel peer on the other;
+    /// disposing of the peer deletes the pair.</summary>
+    public static (IPacketPort, IPortPeer) VethPair(Func<string, IPacketPort> open)
+    {
+        string a = Name("a"), b = Name("b");
+        NetNs.Ip("link", "add", a, "type", "veth", "peer", "name", b);
+        try
+        {
+            Quiet(a);
+            Quiet(b);
+            return (open(a), new KernelPeer(b, () => NetNs.TryIp("link", "del", a)));
+        }
+        catch
+        {
+            NetNs.TryIp("link", "del", a);
+            throw;
+        }
+    }
 }
 
 public sealed class TapPortContract : PortContract
@@ -219,43 +238,13 @@ public sealed class TapPortContract : PortContract
 
 public sealed class AfPacketPortContract : PortContract
 {
-    protected override (IPacketPort, IPortPeer) Create()
-    {
-        string a = Links.Name("a"), b = Links.Name("b");
-        NetNs.Ip("link", "add", a, "type", "veth", "peer", "name", b);
-        try
-        {
-            Links.Quiet(a);
-            Links.Quiet(b);
-            return (AfPacketPort.Open("afp", a), new KernelPeer(b, () => NetNs.TryIp("link", "del", a)));
-        }
-        catch
-        {
-            NetNs.TryIp("link", "del", a);
-            throw;
-        }
-    }
+    protected override (IPacketPort, IPortPeer) Create() => Links.VethPair(a => AfPacketPort.Open("afp", a));
 }
 
 /// <summary>The same contract with a virtio-net header on every frame (PACKET_VNET_HDR): plain frames cross unchanged.</summary>
 public sealed class AfPacketOffloadPortContract : PortContract
 {
-    protected override (IPacketPort, IPortPeer) Create()
-    {
-        string a = Links.Name("a"), b = Links.Name("b");
-        NetNs.Ip("link", "add", a, "type", "veth", "peer", "name", b);
-        try
-        {
-            Links.Quiet(a);
-            Links.Quiet(b);
-            return (AfPacketPort.Open("afp", a, offloads: true), new KernelPeer(b, () => NetNs.TryIp("link", "del", a)));
-        }
-        catch
-        {
-            NetNs.TryIp("link", "del", a);
-            throw;
-        }
-    }
+    protected override (IPacketPort, IPortPeer) Create() => Links.VethPair(a => AfPacketPort.Open("afp", a, offloads: true));
 }
 
 /// <summary>AF_PACKET with offloads between two veth ends: a TCP super-frame and a partial checksum cross the socket once,
