@@ -102,7 +102,7 @@ public sealed unsafe class PacketSlab
     }
 
     /// <summary>Copies a frame into a freshly allocated slot at the default headroom (a large one when it does not fit a
-    /// standard one). For tests, memory ports and control code.</summary>
+    /// standard one): memory ports, packets one worker hands another, tests and control code.</summary>
     public bool TryAllocFrame(ReadOnlySpan<byte> frame, out int slot)
     {
         slot = -1;

@@ -67,6 +67,8 @@ public sealed unsafe class WorkerMesh
     private readonly Action?[] _wakers;
     private readonly Worker[] _w;
     private readonly int _ringSize;
+    /// <summary>Counters per worker row of <see cref="_outstanding"/>: at least 16 (a 64-byte line), so rows never share one.</summary>
+    private readonly int _rowStride;
 
     public WorkerMesh(int workers, int ringSize = 1024)
     {
@@ -84,8 +86,9 @@ public sealed unsafe class WorkerMesh
             _messages[i] = new SpscRing<MeshMessage>(ringSize);
         }
         _ringSize = _packets.Length > 1 ? _packets[1].Capacity : ringSize;
-        // One padded row of 16 counters per worker: each worker writes only its own row.
-        _outstanding = new int[workers * Math.Max(16, (workers + 15) & ~15)];
+        // One padded row per worker: each worker writes only its own row.
+        _rowStride = Math.Max(16, (workers + 15) & ~15);
+        _outstanding = new int[workers * _rowStride];
         _slabs = new PacketSlab?[workers];
         _wakers = new Action?[workers];
         _w = new Worker[workers];
@@ -98,7 +101,7 @@ public sealed unsafe class WorkerMesh
     /// <summary>Salt for the steering hash (one per process, the same for every worker).</summary>
     public ulong Salt { get; }
 
-    private int Row(int worker) => worker * Math.Max(16, (_n + 15) & ~15);
+    private int Row(int worker) => worker * _rowStride;
 
     /// <summary>Registers a worker's slab (read by the others when they copy a packet it handed over) and how to wake it.</summary>
     public void Attach(int worker, PacketSlab slab, Action wake)
@@ -236,22 +239,18 @@ public sealed unsafe class WorkerMesh
             while (into.Count < into.Capacity && ring.TryDequeue(out int s))
             {
                 ref PacketMeta sm = ref src.Meta[s];
-                int len = sm.Length;
-                bool ok = len <= slab.MaxFrameLength ? slab.TryAlloc(out int d) : slab.TryAllocLarge(out d) && len <= slab.MaxLargeFrameLength;
-                if (ok)
+                if (slab.TryAllocFrame(new ReadOnlySpan<byte>(src.SlotPointer(s) + sm.Offset, sm.Length), out int d))
                 {
                     ref PacketMeta dm = ref slab.Meta[d];
                     int offset = dm.Offset;
                     dm = sm;
                     dm.Offset = offset;
-                    new ReadOnlySpan<byte>(src.SlotPointer(s) + sm.Offset, len).CopyTo(new Span<byte>(slab.SlotPointer(d) + offset, len));
                     into.Add(d);
                     if ((dm.Flags & PacketFlags.Traced) != 0) into.HasTraced = true;
                     got++;
                 }
                 else
                 {
-                    if (d >= 0) slab.Free(d);
                     _w[self].CopiesDropped++;
                 }
                 // Never fails: the sender keeps at most the ring's size outstanding with us.
