@@ -160,6 +160,15 @@ public static unsafe class Offload
         }
     }
 
+    /// <summary>Writes the virtio-net header for frame <paramref name="f"/> into the headroom just before it, where a TAP
+    /// (IFF_VNET_HDR) or packet socket (PACKET_VNET_HDR) expects it. False when the frame has less headroom than that.</summary>
+    public static bool TryExportBefore(in PacketMeta m, byte* f)
+    {
+        if (m.Offset < VirtioHeaderSize) return false;
+        Export(m, f, f - VirtioHeaderSize);
+        return true;
+    }
+
     /// <summary>Computes the checksum over [<paramref name="start"/>, <paramref name="len"/>) into the field at
     /// start + <paramref name="fieldOffset"/>, which holds the pseudo-header sum (the kernel's skb_checksum_help).</summary>
     public static void CompleteChecksum(byte* f, int len, int start, int fieldOffset)

@@ -229,11 +229,7 @@ public sealed unsafe class AfPacketPort : IPacketPort
                 m.Length = (int)len;
                 m.InPort = Id;
                 Buffer.MemoryCopy((byte*)h + h->Mac, slab.SlotPointer(slot) + offset, room, len);
-                if ((status & Native.TP_STATUS_VLAN_VALID) != 0 || h->VlanTci != 0)
-                {
-                    ushort tpid = (status & Native.TP_STATUS_VLAN_TPID_VALID) != 0 ? h->VlanTpid : (ushort)0x8100;
-                    RestoreVlanTag(slab, slot, ref m, tpid, h->VlanTci);
-                }
+                RestoreVlanTag(slab, slot, ref m, h, status);
                 batch.Add(slot);
                 accepted++;
                 bytes += m.Length;
@@ -276,11 +272,7 @@ public sealed unsafe class AfPacketPort : IPacketPort
             slab.Free(slot);
             return false;
         }
-        if ((status & Native.TP_STATUS_VLAN_VALID) != 0 || h->VlanTci != 0)
-        {
-            ushort tpid = (status & Native.TP_STATUS_VLAN_TPID_VALID) != 0 ? h->VlanTpid : (ushort)0x8100;
-            RestoreVlanTag(slab, slot, ref m, tpid, h->VlanTci);
-        }
+        RestoreVlanTag(slab, slot, ref m, h, status);
         batch.Add(slot);
         bytes += m.Length;
         if (m.Gso != GsoType.None) Counters.Add((int)PortCounter.RxSuperFrames);
@@ -295,9 +287,13 @@ public sealed unsafe class AfPacketPort : IPacketPort
         return Native.GetSockOpt(_fd.Fd, Native.SOL_PACKET, Native.PACKET_STATISTICS, &st, &len) == 0 ? st.Drops : 0;
     }
 
-    /// <summary>Re-inserts an 802.1Q tag the kernel stripped into the ring header, using the 4 bytes reserved before the frame.</summary>
-    private static void RestoreVlanTag(PacketSlab slab, int slot, ref PacketMeta m, ushort tpid, ushort tci)
+    /// <summary>Re-inserts the 802.1Q tag the kernel stripped into ring frame <paramref name="h"/>'s header, if it did, using
+    /// the 4 bytes reserved before the frame.</summary>
+    private static void RestoreVlanTag(PacketSlab slab, int slot, ref PacketMeta m, Native.TPacket2Hdr* h, uint status)
     {
+        if ((status & Native.TP_STATUS_VLAN_VALID) == 0 && h->VlanTci == 0) return;
+        ushort tpid = (status & Native.TP_STATUS_VLAN_TPID_VALID) != 0 ? h->VlanTpid : (ushort)0x8100;
+        ushort tci = h->VlanTci;
         byte* frame = slab.SlotPointer(slot) + m.Offset;
         byte* moved = frame - VlanRoom;
         Buffer.MemoryCopy(frame, moved, 12, 12);
@@ -325,13 +321,11 @@ public sealed unsafe class AfPacketPort : IPacketPort
                 byte* f = slab.SlotPointer(slots[i]) + m.Offset;
                 if (hs != 0)
                 {
-                    // The header goes into the headroom just before the frame, as on a TAP.
-                    if (m.Offset < hs)
+                    if (!Offload.TryExportBefore(m, f))
                     {
                         Counters.Add((int)PortCounter.TxErrors);
                         continue;
                     }
-                    Offload.Export(m, f, f - hs);
                     if (m.Gso != GsoType.None) superFrames++;
                 }
                 _txIov[k].Base = f - hs;

@@ -149,15 +149,11 @@ public sealed unsafe class TapPort : IPacketPort
         {
             ref PacketMeta m = ref meta[slot];
             byte* f = slab.SlotPointer(slot) + m.Offset;
-            // The header goes into the headroom just before the frame (a flood writes the same bytes for every port).
-            if (hs != 0)
+            // A flood writes the same header bytes for every port.
+            if (hs != 0 && !Offload.TryExportBefore(m, f))
             {
-                if (m.Offset < hs)
-                {
-                    Counters.Add((int)PortCounter.TxErrors);
-                    continue;
-                }
-                Offload.Export(m, f, f - hs);
+                Counters.Add((int)PortCounter.TxErrors);
+                continue;
             }
             nint n = Native.Write(fd, f - hs, m.Length + hs);
             if (n < 0)
