@@ -31,23 +31,9 @@ public abstract class PortContract : IDisposable
 
     private List<byte[]> ReceiveFromPort(int expected, TimeSpan timeout)
     {
-        var got = new List<byte[]>();
-        var batch = new PacketBatch(256);
-        var sw = Stopwatch.StartNew();
-        while (got.Count < expected && sw.Elapsed < timeout)
-        {
-            int n = _port.Receive(_slab, batch, 256);
-            foreach (int slot in batch.AsSpan())
-            {
-                byte[] f = _slab.Frame(slot).ToArray();
-                if (IsTest(f)) got.Add(f);
-                Assert.Equal(_port.Id, _slab.Meta[slot].InPort);
-                _slab.Free(slot);
-            }
-            batch.Clear();
-            if (n == 0) Thread.Sleep(1);
-        }
-        return got;
+        List<(byte[] Bytes, PacketMeta Meta)> got = PortReads.Collect(_port, _slab, expected, timeout, IsTest);
+        foreach ((byte[] _, PacketMeta m) in got) Assert.Equal(_port.Id, m.InPort);
+        return got.ConvertAll(x => x.Bytes);
     }
 
     internal static bool IsTest(byte[] f)
@@ -164,30 +150,39 @@ internal sealed class KernelPeer : IPortPeer
         _slab.Free(slot);
     }
 
-    public List<byte[]> Drain(int expected, TimeSpan timeout)
-    {
-        var got = new List<byte[]>();
-        var batch = new PacketBatch(256);
-        var sw = Stopwatch.StartNew();
-        while (got.Count < expected && sw.Elapsed < timeout)
-        {
-            int n = _raw.Receive(_slab, batch, 256);
-            foreach (int s in batch.AsSpan())
-            {
-                byte[] f = _slab.Frame(s).ToArray();
-                if (PortContract.IsTest(f)) got.Add(f);
-                _slab.Free(s);
-            }
-            batch.Clear();
-            if (n == 0) Thread.Sleep(1);
-        }
-        return got;
-    }
+    public List<byte[]> Drain(int expected, TimeSpan timeout) =>
+        PortReads.Collect(_raw, _slab, expected, timeout, PortContract.IsTest).ConvertAll(x => x.Bytes);
 
     public void Dispose()
     {
         _raw.Dispose();
         _cleanup();
+    }
+}
+
+internal static class PortReads
+{
+    /// <summary>Receives from <paramref name="port"/> until <paramref name="expected"/> frames that <paramref name="keep"/>
+    /// accepts have arrived or <paramref name="timeout"/> has passed; every slot is freed again.</summary>
+    public static List<(byte[] Bytes, PacketMeta Meta)> Collect(IPacketPort port, PacketSlab slab, int expected, TimeSpan timeout,
+        Func<byte[], bool> keep)
+    {
+        var got = new List<(byte[], PacketMeta)>();
+        var batch = new PacketBatch(256);
+        var sw = Stopwatch.StartNew();
+        while (got.Count < expected && sw.Elapsed < timeout)
+        {
+            int n = port.Receive(slab, batch, 256);
+            foreach (int s in batch.AsSpan())
+            {
+                byte[] f = slab.Frame(s).ToArray();
+                if (keep(f)) got.Add((f, slab.Meta[s]));
+                slab.Free(s);
+            }
+            batch.Clear();
+            if (n == 0) Thread.Sleep(1);
+        }
+        return got;
     }
 }
 
@@ -278,35 +273,25 @@ public sealed class AfPacketOffloadTests : IDisposable
     }
 
     /// <summary>Frames with IPv4 (test traffic only: nothing else is addressed to the 10.244.1.0/24 test addresses).</summary>
-    private static List<(byte[] Bytes, PacketMeta Meta)> ReceiveIp(AfPacketPort port, PacketSlab slab, int expected)
+    private static List<(byte[] Bytes, PacketMeta Meta)> ReceiveIp(AfPacketPort port, PacketSlab slab, int expected) =>
+        PortReads.Collect(port, slab, expected, TimeSpan.FromSeconds(5),
+            f => f.Length > 34 && f[12] == 0x08 && f[13] == 0x00 && f[30] == 10 && f[31] == 244);
+
+    /// <summary>Sends <paramref name="frame"/> with the given offload state out of <paramref name="from"/> and returns what
+    /// <paramref name="to"/> receives.</summary>
+    private List<(byte[] Bytes, PacketMeta Meta)> Cross(AfPacketPort from, AfPacketPort to, byte[] frame, GsoType gso, ushort gsoSize)
     {
-        var got = new List<(byte[], PacketMeta)>();
-        var batch = new PacketBatch(64);
-        var sw = Stopwatch.StartNew();
-        while (got.Count < expected && sw.Elapsed < TimeSpan.FromSeconds(5))
-        {
-            int n = port.Receive(slab, batch, 64);
-            foreach (int s in batch.AsSpan())
-            {
-                byte[] f = slab.Frame(s).ToArray();
-                if (f.Length > 34 && f[12] == 0x08 && f[13] == 0x00 && f[30] == 10 && f[31] == 244) got.Add((f, slab.Meta[s]));
-                slab.Free(s);
-            }
-            batch.Clear();
-            if (n == 0) Thread.Sleep(1);
-        }
-        return got;
+        int s = Load(frame, gso, gsoSize);
+        Assert.Equal(1, from.Send(_slab, [s]));
+        _slab.Free(s);
+        return ReceiveIp(to, _slab, 1);
     }
 
     [Fact]
     public void A_tcp_super_frame_crosses_once_each_way_with_its_gso_state()
     {
         byte[] frame = OffloadDatapathTests.SuperFrame(Mac(1), "10.244.1.3", 20_000);
-        int s = Load(frame, GsoType.Tcp4, 1448);
-        Assert.Equal(1, _peer.Send(_slab, [s]));
-        _slab.Free(s);
-
-        var got = ReceiveIp(_port, _slab, 1);
+        var got = Cross(_peer, _port, frame, GsoType.Tcp4, 1448);
         Assert.Single(got);
         Assert.Equal(frame.Length, got[0].Bytes.Length);
         Assert.Equal(GsoType.Tcp4, got[0].Meta.Gso);
@@ -316,11 +301,8 @@ public sealed class AfPacketOffloadTests : IDisposable
         Assert.Equal(1, _port.Counters[(int)PortCounter.RxSuperFrames]);
 
         // And back out of the port under test, still one super-frame.
-        s = Load(got[0].Bytes, GsoType.Tcp4, 1448);
-        Assert.Equal(1, _port.Send(_slab, [s]));
-        _slab.Free(s);
+        var back = Cross(_port, _peer, got[0].Bytes, GsoType.Tcp4, 1448);
         Assert.Equal(1, _port.Counters[(int)PortCounter.TxSuperFrames]);
-        var back = ReceiveIp(_peer, _slab, 1);
         Assert.Single(back);
         Assert.Equal(frame.Length, back[0].Bytes.Length);
         Assert.Equal(GsoType.Tcp4, back[0].Meta.Gso);
@@ -331,10 +313,7 @@ public sealed class AfPacketOffloadTests : IDisposable
     public void A_partial_checksum_stays_partial_through_the_ring()
     {
         byte[] frame = OffloadDatapathTests.SuperFrame(Mac(1), "10.244.1.3", 100);
-        int s = Load(frame, GsoType.None, 0);
-        Assert.Equal(1, _peer.Send(_slab, [s]));
-        _slab.Free(s);
-        var got = ReceiveIp(_port, _slab, 1);
+        var got = Cross(_peer, _port, frame, GsoType.None, 0);
         Assert.Single(got);
         Assert.Equal(frame, got[0].Bytes);
         Assert.Equal(GsoType.None, got[0].Meta.Gso);
