@@ -489,24 +489,31 @@ EOF
     log "$1 run $2: TCP $gbps Gb/s"
 }
 
-measure_udp64() { # measure_udp64 DP RUN
-    local name="$1-udp-$2" line kpps loss rx0 rx1 fwd
-    # Frames the datapath delivered to the receiving pod's interface: the datapath's own rate, apart from how the
-    # receiving iperf3 (which shares CPU 0 with the sender) keeps up with its socket.
-    local cpu0 cpu1 cpu="-"
+# udp64_saturate NAME: one iperf3 -u -l 18 -b 0 test of DURATION s, pod A to pod B. Sets SAT_FWD, the frames the
+# datapath delivered to pod B's interface (kpps: the datapath's own rate, apart from how the receiving iperf3, which
+# shares CPU 0 with the sender, keeps up with its socket), and SAT_CPU, the switch's CPU per delivered frame (µs: its
+# scheduler run time, all threads, over those frames; /proc/stat is not used, it misreports idle time on VMs like this
+# one), "-" without a switch process. Returns iperf3's status.
+udp64_saturate() {
+    local rx0 rx1 cpu0 cpu1 rc=0
     rx0=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
     cpu0=$(switch_cpu_ns)
-    iperf_run "$name" "$DURATION" -u -l 18 -b 0 || return 1
+    iperf_run "$1" "$DURATION" -u -l 18 -b 0 || rc=$?
     cpu1=$(switch_cpu_ns)
     rx1=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
-    fwd=$("$PY" -c "print('%.1f' % (($rx1 - $rx0) / $DURATION / 1e3))")
-    record "$1" udp64_fwd_kpps "$fwd"
-    # The switch's CPU per delivered frame: its scheduler run time (all threads) over the frames that reached the
-    # receiving pod. /proc/stat is not used: it misreports idle time on VMs like this one.
+    SAT_FWD=$("$PY" -c "print('%.1f' % (($rx1 - $rx0) / $DURATION / 1e3))")
+    SAT_CPU="-"
     if [[ -n "$cpu0" && -n "$cpu1" ]]; then
-        cpu=$("$PY" -c "print('%.2f' % (($cpu1 - $cpu0) / 1e3 / max(1, $rx1 - $rx0)))")
-        record "$1" udp64_cpu_us "$cpu"
+        SAT_CPU=$("$PY" -c "print('%.2f' % (($cpu1 - $cpu0) / 1e3 / max(1, $rx1 - $rx0)))")
     fi
+    return "$rc"
+}
+
+measure_udp64() { # measure_udp64 DP RUN
+    local name="$1-udp-$2" line kpps loss
+    udp64_saturate "$name" || return 1
+    record "$1" udp64_fwd_kpps "$SAT_FWD"
+    [[ "$SAT_CPU" == - ]] || record "$1" udp64_cpu_us "$SAT_CPU"
     line="$("$PY" - "$WORK/$name.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -525,7 +532,7 @@ EOF
     record "$1" udp64_kpps "$kpps"
     record "$1" udp64_loss "$loss"
     UDP_APP_PPS="$("$PY" -c "print(int($kpps * 1000))")"
-    log "$1 run $2: UDP64 $kpps kpps received by iperf3 (loss $loss %), $fwd kpps delivered to the pod interface, switch CPU $cpu µs per delivered frame"
+    log "$1 run $2: UDP64 $kpps kpps received by iperf3 (loss $loss %), $SAT_FWD kpps delivered to the pod interface, switch CPU $SAT_CPU µs per delivered frame"
 }
 
 # measure_udp64_sink DP RUN: the UDP64 saturation test again, with the receiving application taken out: an nftables
@@ -534,7 +541,7 @@ EOF
 # sending CPU nothing: what bounds the delivered rate once the receiver is gone. Only the 64-byte test datagrams
 # (UDP length 8 + 18) are dropped: iperf3's own UDP handshake must still get through.
 measure_udp64_sink() {
-    local name="$1-udpsink-$2" rx0 rx1 fwd cpu0 cpu1 cpu="-"
+    local name="$1-udpsink-$2"
     if ! in_ns "$NS_B" nft -f - <<EOF
 table inet vb_sink {
     chain pre {
@@ -547,18 +554,10 @@ EOF
         log "$1 run $2: could not add the nftables drop rule in $NS_B"
         return 1
     fi
-    rx0=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
-    cpu0=$(switch_cpu_ns)
-    iperf_run "$name" "$DURATION" -u -l 18 -b 0 || log "$1 run $2: iperf3 without a receiver failed"
-    cpu1=$(switch_cpu_ns)
-    rx1=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
+    udp64_saturate "$name" || log "$1 run $2: iperf3 without a receiver failed"
     in_ns "$NS_B" nft delete table inet vb_sink || log "$1 run $2: could not remove the nftables drop rule"
-    fwd=$("$PY" -c "print('%.1f' % (($rx1 - $rx0) / $DURATION / 1e3))")
-    record "$1" udp64_sink_kpps "$fwd"
-    if [[ -n "$cpu0" && -n "$cpu1" ]]; then
-        cpu=$("$PY" -c "print('%.2f' % (($cpu1 - $cpu0) / 1e3 / max(1, $rx1 - $rx0)))")
-    fi
-    log "$1 run $2: UDP64 with the receiver dropping at prerouting: $fwd kpps delivered to the pod interface, switch CPU $cpu µs per delivered frame"
+    record "$1" udp64_sink_kpps "$SAT_FWD"
+    log "$1 run $2: UDP64 with the receiver dropping at prerouting: $SAT_FWD kpps delivered to the pod interface, switch CPU $SAT_CPU µs per delivered frame"
 }
 
 # switch_cpu_ns: CPU time so far of every thread of the switch process (SWITCH_PID), in ns; empty without one.
