@@ -471,6 +471,35 @@ overlay_peers_yaml() {
     done
 }
 
+# --- pods named by key across nodes (the Services and workers tests). The caller defines the arrays POD_IP and POD_NODE
+# (key -> address, node number), PODS (the keys) and pod_ns KEY.
+
+# pod_mac KEY: the fixed MAC of a pod: 02:00:0a:f4 and the last two bytes of its address.
+pod_mac() {
+    local o3 o4
+    IFS=. read -r _ _ o3 o4 <<<"${POD_IP[$1]}"
+    printf '02:00:0a:f4:%02x:%02x\n' "$o3" "$o4"
+}
+
+# endpoints_yaml KEY...: EndpointSlice endpoints (ready, with their node) for the named pods.
+endpoints_yaml() {
+    local k
+    for k in "$@"; do
+        printf '  - addresses: ["%s"]\n    conditions: {ready: true}\n    nodeName: node-%s\n' "${POD_IP[$k]}" "${POD_NODE[$k]}"
+    done
+}
+
+# tap_ports_yaml N PREFIX: the ports entries of node N's config: a TAP PREFIX<N>-<key without "nN-"> for each of its
+# pods, moved into the pod's namespace with its address and MAC.
+tap_ports_yaml() {
+    local n="$1" prefix="$2" k
+    for k in "${PODS[@]}"; do
+        [[ "${POD_NODE[$k]}" == "$n" ]] || continue
+        printf '  - name: %s\n    type: tap\n    interface: %s%s-%s\n    namespace: %s\n    address: %s/24\n    mac: "%s"\n' \
+            "$k" "$prefix" "$n" "${k#n?-}" "$(pod_ns "$k")" "${POD_IP[$k]}" "$(pod_mac "$k")"
+    done
+}
+
 # mac_of IF [NS]: print the MAC address of IF, lower case.
 mac_of() {
     local out

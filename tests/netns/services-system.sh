@@ -87,17 +87,8 @@ PODS=(n1-c n1-e1 n1-e2 n2-c n2-e3)
 declare -A POD_NODE=([n1-c]=1 [n1-e1]=1 [n1-e2]=1 [n2-c]=2 [n2-e3]=2)
 declare -A POD_IP=([n1-c]=10.244.1.2 [n1-e1]=10.244.1.3 [n1-e2]=10.244.1.4 [n2-c]=10.244.2.2 [n2-e3]=10.244.2.3)
 pod_ns() { printf 'vs-%s\n' "$1"; }
-pod_mac() { local ip="${POD_IP[$1]}" o3 o4; IFS=. read -r _ _ o3 o4 <<<"$ip"; printf '02:00:0a:f4:%02x:%02x\n' "$o3" "$o4"; }
 
 # ---------------------------------------------------------------- manifests
-
-# endpoints_yaml NAME...: EndpointSlice endpoints for the named pods.
-endpoints_yaml() {
-    local k
-    for k in "$@"; do
-        printf '  - addresses: ["%s"]\n    conditions: {ready: true}\n    nodeName: node-%s\n' "${POD_IP[$k]}" "${POD_NODE[$k]}"
-    done
-}
 
 # write_manifests STREAM_ENDPOINTS...: the Services; the "stream" Service gets the given endpoints.
 write_manifests() {
@@ -196,7 +187,7 @@ EOF
 }
 
 write_config() { # write_config N FILE
-    local n="$1" file="$2" k
+    local n="$1" file="$2"
     {
         printf 'node:\n  name: node-%s\n  podCIDR: 10.244.%s.0/24\n  clusterCIDR: 10.244.0.0/16\n' "$n" "$n"
         printf 'control:\n  socket: %s\n' "$(sock_of "$n")"
@@ -206,11 +197,7 @@ write_config() { # write_config N FILE
         printf 'overlay:\n  localAddress: %s\n  peers:\n' "$(ul_ip "$n")"
         overlay_peers_yaml "$n" 1 2
         printf 'ports:\n'
-        for k in "${PODS[@]}"; do
-            [[ "${POD_NODE[$k]}" == "$n" ]] || continue
-            printf '  - name: %s\n    type: tap\n    interface: vs%s-%s\n    namespace: %s\n    address: %s/24\n    mac: "%s"\n' \
-                "$k" "$n" "${k#n?-}" "$(pod_ns "$k")" "${POD_IP[$k]}" "$(pod_mac "$k")"
-        done
+        tap_ports_yaml "$n" vs
     } >"$file"
 }
 
