@@ -46,7 +46,11 @@ public sealed partial class SwitchHost : IDisposable
         });
         Workers = workers;
         NodeName = config.Node.Name ?? Environment.MachineName;
+        PodRxCpus = config.Datapath.PodRxCpus is { } rx && CpuList.TryParse(rx, out int[] cpus, out _) ? cpus : null;
     }
+
+    /// <summary>datapath.podRxCpus parsed (validated by the config loader); null when unset.</summary>
+    public int[]? PodRxCpus { get; }
 
     /// <summary>A TAP or af-packet port with offloads on (the default).</summary>
     private static bool HasOffloads(PortConfig p) => p.Type is "tap" or "af-packet" && (p.Offloads ?? true);
@@ -369,18 +373,31 @@ public sealed partial class SwitchHost : IDisposable
         {
             throw new PortException($"{at}: {e.Message}", e.Errno);
         }
+        string rx = "";
+        if (PodRxCpus is { } cpus)
+        {
+            try
+            {
+                NetNs.SetRps(ifName, CpuList.ToMask(cpus));
+            }
+            catch (PortException e)
+            {
+                throw new PortException($"{at} (datapath.podRxCpus): {e.Message}", e.Errno);
+            }
+            rx = $", rx on CPUs {CpuList.Format(cpus)}";
+        }
         int mtu = pc.Mtu ?? DefaultPodMtu;
         if (pc.Namespace is { } target)
         {
             NetNs.PlugIntoNamespace(ifName, target, pc.IfName, pc.Address, mtu, pc.Mac, PodGateway(pc));
-            LogPortOpened(pc.Name!, "tap", ifName, $" -> {target}/{pc.IfName} {pc.Address}");
+            LogPortOpened(pc.Name!, "tap", ifName, $" -> {target}/{pc.IfName} {pc.Address}{rx}");
         }
         else
         {
             if (pc.Mac is not null) NetNs.Ip("link", "set", "dev", ifName, "address", pc.Mac);
             if (pc.Address is not null) NetNs.Ip("addr", "add", pc.Address, "dev", ifName);
             NetNs.BringUp(ifName, mtu);
-            LogPortOpened(pc.Name!, "tap", ifName, pc.Address is null ? "" : $" {pc.Address}");
+            LogPortOpened(pc.Name!, "tap", ifName, (pc.Address is null ? "" : $" {pc.Address}") + rx);
         }
         return taps;
     }

@@ -35,6 +35,27 @@ public static class NetNs
         if (gateway is not null) Ip("-n", ns, "route", "replace", "default", "via", gateway, "dev", nameInNs);
     }
 
+    /// <summary>Sets receive packet steering on every receive queue of <paramref name="ifName"/> (in the switch's network
+    /// namespace): the kernel takes in the frames written to it on the CPUs of <paramref name="mask"/> (a sysfs CPU
+    /// bitmap), through their backlog, instead of in the writer's system call. Survives a move to another namespace.</summary>
+    public static void SetRps(string ifName, string mask)
+    {
+        string dir = $"/sys/class/net/{ifName}/queues";
+        string[] queues = Directory.Exists(dir) ? Directory.GetDirectories(dir, "rx-*") : [];
+        if (queues.Length == 0) throw new PortException($"{ifName}: no receive queues under {dir} (the switch's /sys must show its own network namespace)");
+        foreach (string q in queues)
+        {
+            try
+            {
+                File.WriteAllText(Path.Combine(q, "rps_cpus"), mask);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new PortException($"{ifName}: cannot set receive packet steering ({Path.Combine(q, "rps_cpus")} = {mask}): {e.Message} (the kernel needs CONFIG_RPS)");
+            }
+        }
+    }
+
     /// <summary>Brings a root-namespace interface up (and sets MTU when given).</summary>
     public static void BringUp(string ifName, int mtu = 0)
     {

@@ -20,6 +20,9 @@ public sealed class ConfigTests
     [InlineData("ports:\n  - name: a\n    interface: x\n    mac: ff:ff:ff:ff:ff:ff\n", "ports[0].mac: 'ff:ff:ff:ff:ff:ff' is not a unicast MAC")]
     [InlineData("bridge:\n  macTableFullPolicy: panic\nports:\n  - name: a\n    interface: x\n", "bridge.macTableFullPolicy: 'panic' is not one of flood, drop")]
     [InlineData("bridge:\n  staticMacs:\n    - mac: 02:00:00:00:00:01\n      port: nope\nports:\n  - name: a\n    interface: x\n", "bridge.staticMacs[0].port: 'nope' is not the name of a configured port")]
+    [InlineData("datapath:\n  podRxCpus: 0-x\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: '0-x' is not a CPU number or range")]
+    [InlineData("datapath:\n  podRxCpus: 3-1\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: '3-1' is a range that ends before it starts")]
+    [InlineData("datapath:\n  podRxCpus: 0,8000\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: CPU 8000 does not exist here")]
     [InlineData("ports: []\n", "ports: at least one port is required")]
     [InlineData("ports:\n  - name: a\n    interfaces: x\n", "cfg.yaml:3:5: unknown field 'interfaces' in a port (ports[])")]
     [InlineData("node:\n  nmae: n1\nports: []\n", "cfg.yaml:2:3: unknown field 'nmae' in node")]
@@ -105,4 +108,28 @@ public sealed class OverlayConfigTests
         SwitchConfig c = ConfigLoader.Parse(UplinkBase + "uplink: {interface: eth0}\n" + Ports, "cfg.yaml");
         Assert.Equal(("eth0", "vsw-uplink", true), (c.Uplink!.Interface, c.Uplink.Tap, c.Uplink.Masquerade));
     }
+
+    [Theory]
+    [InlineData("0", new[] { 0 }, "1", "0")]
+    [InlineData("2-3", new[] { 2, 3 }, "c", "2-3")]
+    [InlineData(" 6, 0-3 ,2", new[] { 0, 1, 2, 3, 6 }, "4f", "0-3,6")]
+    [InlineData("32", new[] { 32 }, "1,00000000", "32")]
+    [InlineData("0,33-34,64", new[] { 0, 33, 34, 64 }, "1,00000006,00000001", "0,33-34,64")]
+    public void Cpu_lists_parse_and_become_sysfs_bitmaps(string text, int[] cpus, string mask, string folded)
+    {
+        Assert.True(CpuList.TryParse(text, out int[] got, out string error), error);
+        Assert.Equal(cpus, got);
+        Assert.Equal(mask, CpuList.ToMask(got));
+        Assert.Equal(folded, CpuList.Format(got));
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("-1")]
+    [InlineData("1-")]
+    [InlineData("a")]
+    [InlineData("0,,1")]
+    [InlineData("8192")]
+    [InlineData("+1")]
+    public void Bad_cpu_lists_are_refused(string text) => Assert.False(CpuList.TryParse(text, out _, out _));
 }

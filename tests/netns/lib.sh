@@ -584,6 +584,71 @@ bench_check_selection() {
     done
 }
 
+# --- CPU profiles: the benches' --profile DIR (perf record of every CPU during a measurement)
+
+PROFILE_DIR=""
+PROFILE_ENV=()
+
+# profile_enable DIR: profile from now on, into DIR (created). Sets PROFILE_ENV, the prefix a switch is started with:
+# .NET then writes /tmp/perf-PID.map, from which perf names JIT-compiled code (with W^X on, that code runs from a
+# memfd mapping perf cannot match to the map, so W^X is off while profiling).
+profile_enable() {
+    require_cmd perf
+    mkdir -p "$1" || die "--profile: cannot create $1"
+    PROFILE_DIR="$(cd "$1" && pwd)"
+    # shellcheck disable=SC2034 # used by the scripts that source this file
+    PROFILE_ENV=(env DOTNET_PerfMapEnabled=3 DOTNET_EnableWriteXorExecute=0)
+}
+
+# profile_switch_started PID: remove the perf map of switch PID at cleanup.
+profile_switch_started() {
+    [[ -n "$PROFILE_DIR" ]] || return 0
+    cleanup rm -f "/tmp/perf-$1.map"
+}
+
+# profile_start NAME SECS: record every CPU for SECS s, from 1 s from now (so a test's start is not in it), into
+# PROFILE_DIR/NAME.perf.data. No-op without --profile.
+profile_start() {
+    [[ -n "$PROFILE_DIR" ]] || return 0
+    # shellcheck disable=SC2016 # $1 and $2 are the inner bash's arguments
+    start_bg "perf-$1" bash -c 'sleep 1 && exec perf record -a -g -q -o "$1" -- sleep "$2"' _ \
+        "$PROFILE_DIR/$1.perf.data" "$2"
+    _PROFILE_SECS[$1]="$2"
+}
+declare -A _PROFILE_SECS=()
+
+# profile_report NAME NOTE: wait for profile_start's recording and write PROFILE_DIR/NAME.txt: where each CPU's time
+# went, by CPU and command, then for each CPU by command and binary and its top symbols (kernel, the switch's JIT code,
+# libraries). Percentages are of that CPU's busy samples (an idle CPU takes none). Call it while the switch still
+# runs, so its perf map is there. No-op without --profile.
+profile_report() {
+    [[ -n "$PROFILE_DIR" ]] || return 0
+    local name="$1" note="$2" data="$PROFILE_DIR/$1.perf.data" txt="$PROFILE_DIR/$1.txt" cpu
+    if ! bg_wait "perf-$name" $((${_PROFILE_SECS[$name]} + 20)) || [[ ! -s "$data" ]]; then
+        log "profile $name: perf record failed; its log:"
+        indent_file "$(bg_log "perf-$name")"
+        return 0
+    fi
+    {
+        printf '# %s: perf record -a -g, %s s from 1 s into the test; %s\n' "$name" "${_PROFILE_SECS[$name]}" "$note"
+        printf '\n## Samples by CPU and command (share of all samples)\n'
+        _profile_table "$data" --sort cpu,comm --percent-limit 0.5
+        for cpu in $(seq 0 $(($(nproc) - 1))); do
+            printf '\n## CPU %s by command and binary (share of this CPU)\n' "$cpu"
+            _profile_table "$data" --cpu "$cpu" --sort comm,dso --percent-limit 0.3
+            printf '\n## CPU %s top symbols (share of this CPU)\n' "$cpu"
+            _profile_table "$data" --cpu "$cpu" --sort comm,dso,sym --percent-limit 0.3 | head -n 60
+        done
+    } >"$txt"
+    log "profile $name: $txt"
+}
+
+_profile_table() {
+    local data="$1"
+    shift
+    perf report -i "$data" --stdio --no-children -g none "$@" 2>/dev/null | grep -v -e '^#' -e '^$'
+}
+
 # --- the kernel's own overlay, as flannel's vxlan backend + the bridge CNI plugin build it
 # (shared by tests/netns/overlay-system.sh and perf/e2e/overlay-bench.sh: one definition of the reference).
 

@@ -111,6 +111,9 @@ write_config() { # write_config N FILE
     {
         printf 'node:\n  name: node-%s\n  podCIDR: 10.244.%s.0/24\n  clusterCIDR: 10.244.0.0/16\n' "$n" "$n"
         printf 'datapath:\n  workers: 2\n'
+        # Node 1's pods take in what the switch writes on CPU 0 (receive packet steering); node 2's in the switch's
+        # writes, so traffic between them crosses both.
+        if [[ "$n" == 1 ]]; then printf '  podRxCpus: "0"\n'; fi
         printf 'control:\n  socket: %s\n' "$(sock_of "$n")"
         printf 'services:\n  manifests: %s\n  serviceCIDR: 10.96.0.0/12\n' "$MANIFESTS"
         printf 'overlay:\n  localAddress: %s\n  peers:\n' "$(ul_ip "$n")"
@@ -154,6 +157,14 @@ for k in "${PODS[@]}"; do
 done
 queues="$(in_ns "$(pod_ns n1-c)" ls /sys/class/net/eth0/queues 2>/dev/null | grep -c '^tx-' || true)"
 if [[ "$queues" == 2 ]]; then pass "each pod TAP has one queue per worker (2 tx queues)"; else fail "pod TAP queues: $queues tx queues, want 2"; fi
+rps_of() { in_ns "$(pod_ns "$1")" cat /sys/class/net/eth0/queues/rx-0/rps_cpus /sys/class/net/eth0/queues/rx-1/rps_cpus 2>&1 | tr '\n' ' '; }
+if [[ "$(rps_of n1-c)" =~ ^0*1\ 0*1\ $ && "$(rps_of n2-e3)" =~ ^0+\ 0+\ $ ]]; then
+    pass "podRxCpus: node-1 pod TAPs steer both receive queues to CPU 0 ($(rps_of n1-c)), node-2's do not ($(rps_of n2-e3))"
+else
+    fail "podRxCpus: node-1 pod rps_cpus '$(rps_of n1-c)' (want 1 1), node-2 '$(rps_of n2-e3)' (want 0 0)"
+fi
+assert_contains "node-1 status shows where pods take in frames" "$(vs 1 status 2>&1)" "pod rx:     CPUs 0 (receive packet steering"
+assert_contains "node-2 status shows where pods take in frames" "$(vs 2 status 2>&1)" "pod rx:     in the switch's writes"
 
 for k in n1-e1 n1-e2 n2-e3; do
     start_bg "srv-$k" timeout 300 ip netns exec "$(pod_ns "$k")" "$PY" "$TOOLS" serve "$k" 8080 5353 290

@@ -158,6 +158,10 @@ public sealed class DatapathConfig
     /// <summary>Worker threads, each with its own queue of every port and its own tables; flows are steered so both
     /// directions of one meet one worker. 1..64; several need TAP ports only (no af-packet ports, no uplink yet).</summary>
     public int Workers { get; set; } = 1;
+    /// <summary>The CPUs (a list like "0-3,6") on which a pod's kernel takes in what the switch writes to the pod's TAP:
+    /// receive packet steering (rps_cpus) on every TAP port the switch creates. Unset: in the switch's own write, on
+    /// the switch's CPU (the pod's IP and TCP input then costs the switch's CPU, not the pod's).</summary>
+    public string? PodRxCpus { get; set; }
 }
 
 public sealed class PortConfig
@@ -312,6 +316,12 @@ public static class ConfigLoader
         if (c.Datapath.BatchSize is < 1 or > 256) errors.Add($"datapath.batchSize: {c.Datapath.BatchSize} is out of range 1..256");
         if (c.Datapath.BusyPollMicros is < 0 or > 1_000_000) errors.Add($"datapath.busyPollMicros: {c.Datapath.BusyPollMicros} is out of range 0..1000000");
         if (c.Datapath.Slots is < 256 or > 1 << 20) errors.Add($"datapath.slots: {c.Datapath.Slots} is out of range 256..1048576");
+        if (c.Datapath.PodRxCpus is { } rx)
+        {
+            if (!CpuList.TryParse(rx, out int[] cpus, out string why)) errors.Add($"datapath.podRxCpus: {why}");
+            else if (cpus[^1] >= Environment.ProcessorCount)
+                errors.Add($"datapath.podRxCpus: CPU {cpus[^1]} does not exist here (CPUs 0..{Environment.ProcessorCount - 1})");
+        }
         if (c.Datapath.Workers is < 1 or > 64) errors.Add($"datapath.workers: {c.Datapath.Workers} is out of range 1..64");
         else if (c.Datapath.Workers > 1)
         {

@@ -5,6 +5,7 @@ using VSwitch.Nat;
 using VSwitch.Pipeline;
 using VSwitch.Pipeline.Stages;
 using VSwitch.Pipeline.Wire;
+using VSwitch.Switch.Config;
 using VSwitch.Switch.L2;
 using VSwitch.Switch.L3;
 
@@ -158,6 +159,7 @@ public sealed class ControlHandler
         sb.Append(CultureInfo.InvariantCulture, $"ports:      {Datapath.Ports.Count}\n");
         sb.Append(CultureInfo.InvariantCulture, $"workers:    {Workers.Count}{(Workers.Count > 1 ? ", flows steered by symmetric hash" : "")}\n");
         sb.Append(CultureInfo.InvariantCulture, $"batch size: {Datapath.Options.BatchSize}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"pod rx:     {(_host.PodRxCpus is { } rx ? $"CPUs {CpuList.Format(rx)} (receive packet steering on the pods' TAPs)" : "in the switch's writes")}\n");
         sb.Append(CultureInfo.InvariantCulture, $"mac table:  {Datapath.Macs.Count}/{Datapath.Macs.MaxEntries}, aging {Datapath.Options.MacAging.TotalSeconds:F0} s\n");
         sb.Append(CultureInfo.InvariantCulture, $"buffers:    {Datapath.Slab.FreeCount}/{Datapath.Slab.Capacity} free\n");
         if (Datapath.Router is { } r)
