@@ -145,7 +145,7 @@ bench() {
     say "end-to-end, same node: Linux bridge vs Open vSwitch netdev vs VSwitch"
     VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --out out/bench-l2.md
     say "end-to-end, same node with offloads on: Linux bridge vs VSwitch"
-    VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --offloads --only bridge,vswitch,vswitch-afpacket,vswitch-poll --no-udp-search \
+    VSWITCH="$BIN" bash perf/e2e/l2-bench.sh --runs 3 --offloads --only bridge,vswitch,vswitch-afpacket,vswitch-poll,vswitch-rps --no-udp-search \
         --out out/bench-l2-offloads.md
     say "end-to-end, across nodes over VXLAN: kernel flannel-style vs VSwitch"
     VSWITCH="$BIN" bash perf/e2e/overlay-bench.sh --runs 3 --out out/bench-overlay.md

@@ -15,6 +15,10 @@
 #   vswitch-poll      VSwitch with TAP ports in polling mode: the worker keeps
 #                     polling for --poll-us (default 100000 µs) after traffic
 #                     instead of sleeping in epoll (datapath.busyPollMicros)
+#   vswitch-rps       VSwitch with TAP ports and datapath.podRxCpus set to the
+#                     load CPU (0): the pods' kernels take in what the switch
+#                     writes on CPU 0 (receive packet steering), not in the
+#                     switch's writes on CPU 1
 #   c-tpacket-v3      the reference point of issue 5's UDP target: a minimal C
 #                     forwarder (perf/e2e/ref/tpacket-v3-fwd.c, built here with
 #                     gcc) on the same veth host ends, TPACKET_V3 receive rings
@@ -55,14 +59,14 @@
 # Usage: perf/e2e/l2-bench.sh [--runs N] [--only LIST] [--out FILE.md]
 #                             [--no-udp-search] [--probe-secs N]
 #                             [--max-probes N] [--pacing-us N] [--offloads]
-#                             [--poll-us N]
+#                             [--poll-us N] [--profile DIR]
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=../../tests/netns/lib.sh
 . "$SCRIPT_DIR/../../tests/netns/lib.sh"
 
-ALL_DATAPATHS="bridge,ovs,vswitch,vswitch-afpacket,vswitch-poll,c-tpacket-v3"
+ALL_DATAPATHS="bridge,ovs,vswitch,vswitch-afpacket,vswitch-poll,vswitch-rps,c-tpacket-v3"
 RUNS=3
 ONLY="$ALL_DATAPATHS"
 OUT=""
@@ -78,6 +82,7 @@ PROBE_SECS=3
 MAX_PROBES=8
 PACING_US=100
 OFFLOADS=0             # --offloads: pods keep TSO/checksum offload, VSwitch's ports carry super-frames
+PROFILE_ARG=""         # --profile DIR: perf profiles of both CPUs during the UDP64 saturation tests
 LOSS_LIMIT_PCT=1       # a probe passes when iperf3's loss is below this
 SEARCH_SEED_PPS=50000  # first probe when no -b 0 app rate is at hand
 SEARCH_MIN_PPS=1000    # never probe below this
@@ -99,7 +104,7 @@ usage() {
     cat <<EOF
 Usage: $0 [--runs N] [--only LIST] [--out FILE] [--no-udp-search]
           [--probe-secs N] [--max-probes N] [--pacing-us N] [--offloads]
-          [--poll-us N]
+          [--poll-us N] [--profile DIR]
 
 Same-node L2 benchmark of the Linux bridge, Open vSwitch netdev (userspace)
 and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
@@ -129,6 +134,15 @@ and VSwitch between two pod namespaces ($NS_A $IP_A, $NS_B $IP_B).
                skipped in this mode (neither takes super-frames from a veth)
   --poll-us N  how long vswitch-poll keeps polling after traffic before it
                sleeps, 1..1000000 µs (default $POLL_US; datapath.busyPollMicros)
+  --profile DIR
+               record a CPU profile (perf record -a -g) of both CPUs during
+               each UDP64 saturation test, with and without the receiver,
+               and write DIR/DP-udp[sink]-RUN.txt: where each CPU's time
+               went (by CPU and command, then by binary and the top symbols
+               of each CPU).
+               The switch runs with DOTNET_PerfMapEnabled=3 so its JIT code
+               has names.  DIR keeps the perf.data files.  Needs perf
+               (linux-perf)
   --help       this text
 
 Needs root, iproute2, iperf3, ping, ethtool, nft, taskset, timeout, /usr/bin/python3,
@@ -190,6 +204,11 @@ while (($# > 0)); do
             POLL_US="$2"
             shift 2
             ;;
+        --profile)
+            [[ $# -ge 2 && -n "$2" ]] || die "--profile needs a directory"
+            PROFILE_ARG="$2"
+            shift 2
+            ;;
         -h | --help)
             usage
             exit 0
@@ -204,6 +223,7 @@ bench_check_selection
 
 require_root
 require_cmd ip iperf3 ping ethtool taskset timeout ss flock nft "$PY"
+[[ -z "$PROFILE_ARG" ]] || profile_enable "$PROFILE_ARG"
 for dp in "${SELECTED[@]}"; do
     if [[ "$dp" == ovs ]]; then
         require_cmd ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-appctl
@@ -384,7 +404,8 @@ setup_cfwd() {
     pods_offloads_off
 }
 
-# write_vswitch_config FILE tap|af-packet|poll (poll: TAP ports, busy polling)
+# write_vswitch_config FILE tap|af-packet|poll|rps (poll: TAP ports, busy polling; rps: TAP ports, podRxCpus = the load
+# CPU)
 write_vswitch_config() {
     local file="$1" kind="$2"
     {
@@ -392,6 +413,9 @@ write_vswitch_config() {
         printf 'control:\n  socket: %s/vswitch.sock\n' "$WORK"
         if [[ "$kind" == poll ]]; then
             printf 'datapath:\n  busyPollMicros: %s\n' "$POLL_US"
+        fi
+        if [[ "$kind" == rps ]]; then
+            printf 'datapath:\n  podRxCpus: "%s"\n' "$LOAD_CPU"
         fi
         printf 'bridge:\n  macAgingSeconds: 300\n'
         printf 'ports:\n'
@@ -424,8 +448,9 @@ setup_vswitch() {
         pods_veth
     fi
     write_vswitch_config "$cfg" "$kind"
-    start_bg "vswitch-$kind" "$(vswitch_bin)" run --config "$cfg"
+    start_bg "vswitch-$kind" "${PROFILE_ENV[@]}" "$(vswitch_bin)" run --config "$cfg"
     pid="$BG_PID"
+    profile_switch_started "$pid"
     deadline=$((SECONDS + 20))
     until vswitch_ready >/dev/null 2>&1; do
         if ! pid_alive "$pid" || ((SECONDS >= deadline)); then
@@ -498,7 +523,9 @@ udp64_saturate() {
     local rx0 rx1 cpu0 cpu1 rc=0
     rx0=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
     cpu0=$(switch_cpu_ns)
+    profile_start "$1" $((DURATION - 2))
     iperf_run "$1" "$DURATION" -u -l 18 -b 0 || rc=$?
+    profile_report "$1" "$PIN_NOTE"
     cpu1=$(switch_cpu_ns)
     rx1=$(in_ns "$NS_B" cat /sys/class/net/eth0/statistics/rx_packets)
     SAT_FWD=$("$PY" -c "print('%.1f' % (($rx1 - $rx0) / $DURATION / 1e3))")
@@ -727,6 +754,7 @@ run_datapath() { # run_datapath DP
         vswitch) setup_vswitch tap || ok=0 ;;
         vswitch-afpacket) setup_vswitch af-packet || ok=0 ;;
         vswitch-poll) setup_vswitch poll || ok=0 ;;
+        vswitch-rps) setup_vswitch rps || ok=0 ;;
         c-tpacket-v3) setup_cfwd || ok=0 ;;
     esac
     if ((ok)) && ! wait_for 15 ping_ok; then
@@ -785,7 +813,7 @@ for dp in "${SELECTED[@]}"; do
         continue
     fi
     case "$dp" in
-        vswitch | vswitch-afpacket | vswitch-poll)
+        vswitch | vswitch-afpacket | vswitch-poll | vswitch-rps)
             if [[ ! -x "$(vswitch_bin)" ]]; then
                 log "NOTE: skipping $dp: VSwitch binary not found at $(vswitch_bin) (set VSWITCH=/path/to/vswitch)"
                 record "$dp" status "skipped (no binary at $(vswitch_bin))"
@@ -793,6 +821,11 @@ for dp in "${SELECTED[@]}"; do
             fi
             ;;
     esac
+    if [[ "$dp" == vswitch-rps && -z "$LOAD_CPU" ]]; then
+        log "NOTE: skipping $dp: one CPU, no other CPU to steer the pods' receive work to"
+        record "$dp" status "skipped (one CPU)"
+        continue
+    fi
     run_datapath "$dp"
 done
 ELAPSED=$((SECONDS - START))
@@ -825,6 +858,7 @@ def med(dp, m):
 
 names = {"bridge": "linux-bridge", "ovs": "ovs-netdev",
          "vswitch": "vswitch-tap", "vswitch-afpacket": "vswitch-afpacket", "vswitch-poll": "vswitch-tap-poll",
+         "vswitch-rps": "vswitch-tap-rps",
          "c-tpacket-v3": "c-tpacket-v3 (reference)"}
 
 def fmt(x, p):
@@ -897,7 +931,9 @@ if out:
                 "in the sender's softirq. ping: %s pings 10 ms apart. UDP RR: "
                 "%s back-to-back 64-byte UDP request/response transactions (perf/e2e/udp-rr.py, netperf UDP_RR style), "
                 "latency per transaction. vswitch-tap-poll: TAP ports, the worker keeps polling for %s µs after traffic "
-                "instead of sleeping (datapath.busyPollMicros).\n" % (ping_count, rr_count, poll_us))
+                "instead of sleeping (datapath.busyPollMicros). vswitch-tap-rps: TAP ports, the pods' kernels take in what the switch "
+                "writes on CPU 0, the load CPU (datapath.podRxCpus, receive packet steering), not in the switch's writes on "
+                "CPU 1.\n" % (ping_count, rr_count, poll_us))
         if searched:
             f.write("\nUDP64 max kpps <%s%% loss: for each run, a search over offered packet rates finds the highest one at "
                     "which the receiving iperf3 sees less than %s%% loss; the figure is the rate that iperf3 received in "

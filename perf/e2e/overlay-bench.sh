@@ -19,6 +19,12 @@
 #                   UDP GSO send per super-frame and is read back as a UDP GRO
 #                   train that the receiving switch coalesces into a
 #                   super-frame again
+#   vswitch-rps, vswitch-offload-rps
+#                   vswitch and vswitch-offload with datapath.podRxCpus set to
+#                   the load CPU (0): the pods' kernels take in what the
+#                   switches write to their TAPs on CPU 0 (receive packet
+#                   steering), where the pods' applications run, instead of in
+#                   the switches' writes on CPU 1
 #
 # Topology (names vv-, underlay 198.18.1.0/24, pods 10.244.0.0/16):
 #
@@ -49,10 +55,11 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=../../tests/netns/lib.sh
 . "$SCRIPT_DIR/../../tests/netns/lib.sh"
 
-ALL_DATAPATHS="kernel,kernel-offload,vswitch,vswitch-offload"
+ALL_DATAPATHS="kernel,kernel-offload,vswitch,vswitch-offload,vswitch-rps,vswitch-offload-rps"
 RUNS=3
 ONLY="$ALL_DATAPATHS"
 OUT="$REPO/out/bench-overlay.md"
+PROFILE_ARG=""
 CHECK_ONLY=0
 DURATION=5
 WARMUP=3
@@ -80,7 +87,7 @@ vtep_mac() { printf '0e:00:0a:f4:%02x:01\n' "$1"; }
 
 usage() {
     cat <<EOF
-Usage: $0 [--runs N] [--only LIST] [--out FILE] [--check]
+Usage: $0 [--runs N] [--only LIST] [--out FILE] [--check] [--profile DIR]
 
 Cross-node pod-to-pod benchmark over a VXLAN overlay: kernel flannel-style
 nodes against VSwitch nodes (two nodes, one pod each, on an underlay bridge).
@@ -93,6 +100,12 @@ nodes against VSwitch nodes (two nodes, one pod each, on an underlay bridge).
                (default: out/bench-overlay.md in the repository)
   --check      set up each datapath, check pod-to-pod connectivity, tear down;
                no load, no table (a quick validation of the set-up)
+  --profile DIR
+               record a CPU profile (perf record -a -g) of both CPUs during
+               each TCP test and write DIR/DP-tcp-RUN.txt: where each CPU's
+               time went (by CPU and command, then by binary and the top
+               symbols of each CPU).  DIR keeps the perf.data files.  Needs
+               perf (linux-perf)
   --help       this text
 
 Holds $LOCK_FILE for the whole run (waits up to ${LOCK_WAIT}s for it).
@@ -122,6 +135,11 @@ while (($# > 0)); do
             CHECK_ONLY=1
             shift
             ;;
+        --profile)
+            [[ $# -ge 2 && -n "$2" ]] || die "--profile needs a directory"
+            PROFILE_ARG="$2"
+            shift 2
+            ;;
         -h | --help)
             usage
             exit 0
@@ -136,6 +154,7 @@ bench_check_selection
 
 require_root
 require_cmd ip bridge iperf3 ping ethtool taskset timeout ss flock "$PY"
+[[ -z "$PROFILE_ARG" ]] || profile_enable "$PROFILE_ARG"
 
 # ---------------------------------------------------------------- one benchmark at a time
 
@@ -220,10 +239,11 @@ setup_kernel() { # setup_kernel on|off
     done
 }
 
-write_vswitch_config() { # write_vswitch_config N FILE
-    local n="$1" file="$2" m
+write_vswitch_config() { # write_vswitch_config N FILE [POD_RX_CPUS]
+    local n="$1" file="$2" rx="${3:-}" m
     {
         printf 'node:\n  name: node-%s\n  podCIDR: %s\n  clusterCIDR: %s\n' "$n" "$(pod_cidr "$n")" "$CLUSTER_CIDR"
+        if [[ -n "$rx" ]]; then printf 'datapath:\n  podRxCpus: "%s"\n' "$rx"; fi
         printf 'control:\n  socket: %s/n%s.sock\n' "$WORK" "$n"
         printf 'host:\n  interface: %s\n' "$HOST_IF"
         printf 'overlay:\n  localAddress: %s\n  port: %s\n  vni: %s\n  underlayMtu: %s\n  learning: true\n  peers:\n' \
@@ -266,12 +286,12 @@ pod_has_addr() { # pod_has_addr N
 }
 
 declare -A VS_PID=()
-setup_vswitch() { # setup_vswitch on|off: the pods' and the underlay's offloads
-    local offloads="$1" n cfg pid deadline
+setup_vswitch() { # setup_vswitch on|off [POD_RX_CPUS]: the pods' and the underlay's offloads; datapath.podRxCpus
+    local offloads="$1" rx="${2:-}" n cfg pid deadline
     underlay "$offloads"
     for n in "${NODES[@]}"; do
         cfg="$WORK/node-$n.yaml"
-        write_vswitch_config "$n" "$cfg"
+        write_vswitch_config "$n" "$cfg" "$rx"
         # The pod namespace exists before the switch starts, as a container
         # runtime would make it; the switch moves its TAP in as eth0.
         ns_add "$(pod_ns "$n")"
@@ -283,11 +303,12 @@ setup_vswitch() { # setup_vswitch on|off: the pods' and the underlay's offloads
         fi
         # Started under taskset: every thread the switch creates inherits CPU 1.
         if [[ -n "$SWITCH_CPU" ]]; then
-            start_bg "vs-n$n" taskset -c "$SWITCH_CPU" ip netns exec "$(node_ns "$n")" "$BIN" run --config "$cfg"
+            start_bg "vs-n$n" taskset -c "$SWITCH_CPU" ip netns exec "$(node_ns "$n")" "${PROFILE_ENV[@]}" "$BIN" run --config "$cfg"
         else
-            start_bg "vs-n$n" ip netns exec "$(node_ns "$n")" "$BIN" run --config "$cfg"
+            start_bg "vs-n$n" ip netns exec "$(node_ns "$n")" "${PROFILE_ENV[@]}" "$BIN" run --config "$cfg"
         fi
         pid="$BG_PID"
+        profile_switch_started "$pid"
         VS_PID[$n]=$pid
         deadline=$((SECONDS + 30))
         until vs_ready "$n" >/dev/null 2>&1; do
@@ -351,11 +372,13 @@ measure_tcp() { # measure_tcp DP RUN
     fi
     cpu0="$(switch_cpu_ns)"
     t0="$(date +%s%N)"
+    profile_start "$name" $((DURATION - 2))
     in_ns "$(pod_ns 1)" timeout $((DURATION + 15)) \
         taskset -c "${LOAD_CPU:-0}" iperf3 -c "$(pod_ip 2)" -p "$IPERF_PORT" \
         -t "$DURATION" -J >"$WORK/$name.json" 2>"$WORK/$name.err" || rc=$?
     t1="$(date +%s%N)"
     cpu1="$(switch_cpu_ns)"
+    profile_report "$name" "$PIN_NOTE"
     bg_wait "srv-$name" 10 || bg_stop "srv-$name"
     if ((rc != 0)); then
         log "iperf3 client failed (exit $rc)"
@@ -412,6 +435,8 @@ run_datapath() { # run_datapath DP
         kernel-offload) setup_kernel on ;;
         vswitch) setup_vswitch off || ok=0 ;;
         vswitch-offload) setup_vswitch on || ok=0 ;;
+        vswitch-rps) setup_vswitch off "$LOAD_CPU" || ok=0 ;;
+        vswitch-offload-rps) setup_vswitch on "$LOAD_CPU" || ok=0 ;;
     esac
     if ((ok)) && ! wait_for 15 ping_ok; then
         log "$dp: no connectivity $(pod_ns 1) -> $(pod_ns 2) ($(pod_ip 2))"
@@ -459,6 +484,11 @@ for dp in "${SELECTED[@]}"; do
         record "$dp" status "skipped (no binary at $BIN)"
         continue
     fi
+    if [[ "$dp" == *-rps && -z "$LOAD_CPU" ]]; then
+        log "NOTE: skipping $dp: one CPU, no other CPU to steer the pods' receive work to"
+        record "$dp" status "skipped (one CPU)"
+        continue
+    fi
     run_datapath "$dp"
 done
 ELAPSED=$((SECONDS - START))
@@ -500,7 +530,9 @@ def ratio(a, b):
 names = {"kernel": "kernel flannel-style, offloads off",
          "kernel-offload": "kernel flannel-style, offloads on",
          "vswitch": "VSwitch (2 switches on CPU 1), offloads off",
-         "vswitch-offload": "VSwitch (2 switches on CPU 1), offloads on"}
+         "vswitch-offload": "VSwitch (2 switches on CPU 1), offloads on",
+         "vswitch-rps": "VSwitch, pods take in on CPU 0 (podRxCpus), offloads off",
+         "vswitch-offload-rps": "VSwitch, pods take in on CPU 0 (podRxCpus), offloads on"}
 cols = ["datapath", "TCP Gb/s", "TCP retransmits", "ping median ms", "switch CPU %",
         "TCP / kernel", "ping / kernel", "TCP / kernel-offload", "status"]
 rows = []

@@ -73,24 +73,25 @@ def main():
         v = data.get(src, {}).get(dp, {}).get(metric)
         return statistics.median(v) if v else None
 
-    # (measure, unit decimals, source, kernel dp, ovs dp, vswitch dp, polling dp, metric, target kind, target factor)
+    # (measure, unit decimals, source, kernel dp, ovs dp, vswitch dp, polling dp, podRxCpus dp, metric, target kind,
+    # target factor)
     # target kind: "ge-kernel"/"ge-ovs" = VSwitch >= factor x that; "le-kernel" = VSwitch <= factor x kernel.
     rows = [
-        ("same node TCP, offloads off (Gb/s)", 2, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "tcp_gbps", "ge-ovs", 2.0),
-        ("same node TCP, offloads on (Gb/s)", 2, "l2o", "bridge", None, "vswitch", "vswitch-poll", "tcp_gbps", "ge-kernel", 0.6),
-        ("same node UDP 64 B delivered (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "udp64_fwd_kpps", "ge-ovs", 2.0),
-        ("same node UDP 64 B delivered, receiver dropping at prerouting (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "udp64_sink_kpps", None, None),
-        ("same node UDP 64 B, highest rate with < 1% loss (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "udp64_max_kpps", "ge-ovs", 2.0),
-        ("same node UDP 64 B loss at saturation (%)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "udp64_loss", None, None),
-        ("switch CPU per delivered 64 B frame (µs)", 2, "l2", None, "ovs", "vswitch", "vswitch-poll", "udp64_cpu_us", None, None),
-        ("same node ping median (ms)", 3, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "ping_ms", "le-kernel", 2.0),
-        ("same node ping p99 (ms)", 3, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "ping_p99_ms", None, None),
-        ("same node UDP request/response median (µs)", 0, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "rr_med_us", None, None),
-        ("same node UDP request/response p99 (µs)", 0, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "rr_p99_us", None, None),
-        ("across nodes TCP, offloads off (Gb/s)", 2, "ovl", "kernel", None, "vswitch", None, "tcp_gbps", "ge-kernel", 1.0),
-        ("across nodes TCP, offloads on (Gb/s)", 2, "ovl", "kernel-offload", None, "vswitch-offload", None, "tcp_gbps", "ge-kernel", 0.5),
-        ("across nodes ping median (ms)", 3, "ovl", "kernel", None, "vswitch", None, "ping_ms", None, None),
-        ("ClusterIP new TCP connections/s", 0, "svc", "kernel", None, "vswitch", "vswitch-poll", "conn_per_s", "ge-kernel", 1.0),
+        ("same node TCP, offloads off (Gb/s)", 2, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "tcp_gbps", "ge-ovs", 2.0),
+        ("same node TCP, offloads on (Gb/s)", 2, "l2o", "bridge", None, "vswitch", "vswitch-poll", "vswitch-rps", "tcp_gbps", "ge-kernel", 0.6),
+        ("same node UDP 64 B delivered (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "udp64_fwd_kpps", "ge-ovs", 2.0),
+        ("same node UDP 64 B delivered, receiver dropping at prerouting (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "udp64_sink_kpps", None, None),
+        ("same node UDP 64 B, highest rate with < 1% loss (kpps)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "udp64_max_kpps", "ge-ovs", 2.0),
+        ("same node UDP 64 B loss at saturation (%)", 1, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "udp64_loss", None, None),
+        ("switch CPU per delivered 64 B frame (µs)", 2, "l2", None, "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "udp64_cpu_us", None, None),
+        ("same node ping median (ms)", 3, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "ping_ms", "le-kernel", 2.0),
+        ("same node ping p99 (ms)", 3, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "ping_p99_ms", None, None),
+        ("same node UDP request/response median (µs)", 0, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "rr_med_us", None, None),
+        ("same node UDP request/response p99 (µs)", 0, "l2", "bridge", "ovs", "vswitch", "vswitch-poll", "vswitch-rps", "rr_p99_us", None, None),
+        ("across nodes TCP, offloads off (Gb/s)", 2, "ovl", "kernel", None, "vswitch", None, "vswitch-rps", "tcp_gbps", "ge-kernel", 1.0),
+        ("across nodes TCP, offloads on (Gb/s)", 2, "ovl", "kernel-offload", None, "vswitch-offload", None, "vswitch-offload-rps", "tcp_gbps", "ge-kernel", 0.5),
+        ("across nodes ping median (ms)", 3, "ovl", "kernel", None, "vswitch", None, "vswitch-rps", "ping_ms", None, None),
+        ("ClusterIP new TCP connections/s", 0, "svc", "kernel", None, "vswitch", "vswitch-poll", None, "conn_per_s", "ge-kernel", 1.0),
     ]
 
     def fmt(x, d):
@@ -110,24 +111,26 @@ def main():
         return ("yes" if ok else "no"), r
 
     target_text = {"ge-ovs": "≥ %g× OVS", "ge-kernel": "≥ %g× kernel", "le-kernel": "≤ %g× kernel"}
-    cols = ["measure", "kernel", "OVS netdev", "C reference", "VSwitch", "VSwitch polling", "VSwitch/kernel",
-            "VSwitch/OVS", "target", "met", "met polling"]
+    cols = ["measure", "kernel", "OVS netdev", "C reference", "VSwitch", "VSwitch polling", "VSwitch podRxCpus",
+            "VSwitch/kernel", "VSwitch/OVS", "target", "met", "met polling", "met podRxCpus"]
     table = []
-    for name, d, src, kdp, odp, vdp, pdp, metric, kind, factor in rows:
+    for name, d, src, kdp, odp, vdp, pdp, rdp, metric, kind, factor in rows:
         if src not in data:
             continue
         k = med(src, kdp, metric) if kdp else None
         o = med(src, odp, metric) if odp else None
         v = med(src, vdp, metric)
         pv = med(src, pdp, metric) if pdp else None
+        rv = med(src, rdp, metric) if rdp else None
         # The minimal C forwarder (perf/e2e/ref/tpacket-v3-fwd.c) is measured in the same-node, offloads-off runs.
         c = med(src, "c-tpacket-v3", metric) if src == "l2" else None
         met, _ = verdict(kind, factor, k, o, v)
         metp, _ = verdict(kind, factor, k, o, pv) if pv is not None else ("", None)
+        metr, _ = verdict(kind, factor, k, o, rv) if rv is not None else ("", None)
         rk, ro = ratio(v, k), ratio(v, o)
-        table.append([name, fmt(k, d), fmt(o, d), fmt(c, d), fmt(v, d), fmt(pv, d),
+        table.append([name, fmt(k, d), fmt(o, d), fmt(c, d), fmt(v, d), fmt(pv, d), fmt(rv, d),
                       "-" if rk is None else "%.2f×" % rk, "-" if ro is None else "%.2f×" % ro,
-                      (target_text[kind] % factor) if kind else "", met, metp])
+                      (target_text[kind] % factor) if kind else "", met, metp, metr])
 
     widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(cols)]
     line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -138,7 +141,9 @@ def main():
     notes = ["kernel = Linux bridge (same node), flannel-style vxlan device (across nodes), kube-proxy iptables DNAT "
              "(ClusterIP). C reference = a minimal C forwarder between the veths, TPACKET_V3 receive rings and "
              "sendmmsg, no switching (perf/e2e/ref/tpacket-v3-fwd.c; same node, offloads off). VSwitch = the shipped default (the worker sleeps in epoll between packets); VSwitch polling "
-             "= datapath.busyPollMicros (the worker keeps polling after traffic; the bench scripts' --poll-us)."]
+             "= datapath.busyPollMicros (the worker keeps polling after traffic; the bench scripts' --poll-us). VSwitch podRxCpus = "
+             "datapath.podRxCpus set to the load CPU: the pods' kernels take in what the switch writes to their TAPs on the CPU "
+             "their applications run on (receive packet steering), not in the switch's writes."]
     if missing:
         notes.append("no results for: %s" % ", ".join(missing))
     for n in notes:
