@@ -22,7 +22,7 @@ public sealed class ConfigTests
     [InlineData("bridge:\n  staticMacs:\n    - mac: 02:00:00:00:00:01\n      port: nope\nports:\n  - name: a\n    interface: x\n", "bridge.staticMacs[0].port: 'nope' is not the name of a configured port")]
     [InlineData("datapath:\n  podRxCpus: 0-x\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: '0-x' is not a CPU number or range")]
     [InlineData("datapath:\n  podRxCpus: 3-1\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: '3-1' is a range that ends before it starts")]
-    [InlineData("datapath:\n  podRxCpus: 0,8000\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: CPU 8000 does not exist here")]
+    [InlineData("datapath:\n  podRxCpus: 0,8000\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: CPU 8000 is not online here (online: 0")]
     [InlineData("ports: []\n", "ports: at least one port is required")]
     [InlineData("ports:\n  - name: a\n    interfaces: x\n", "cfg.yaml:3:5: unknown field 'interfaces' in a port (ports[])")]
     [InlineData("node:\n  nmae: n1\nports: []\n", "cfg.yaml:2:3: unknown field 'nmae' in node")]

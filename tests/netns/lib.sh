@@ -593,7 +593,7 @@ PROFILE_ENV=()
 # .NET then writes /tmp/perf-PID.map, from which perf names JIT-compiled code (with W^X on, that code runs from a
 # memfd mapping perf cannot match to the map, so W^X is off while profiling).
 profile_enable() {
-    require_cmd perf
+    command -v perf >/dev/null 2>&1 || die "--profile needs perf (apt-get install linux-perf)"
     mkdir -p "$1" || die "--profile: cannot create $1"
     PROFILE_DIR="$(cd "$1" && pwd)"
     # shellcheck disable=SC2034 # used by the scripts that source this file

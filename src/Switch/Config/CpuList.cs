@@ -45,6 +45,20 @@ public static class CpuList
     private static bool TryCpu(string s, out int cpu) =>
         int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out cpu) && cpu <= MaxCpu;
 
+    /// <summary>The CPUs online on this machine (/sys/devices/system/cpu/online), whatever this process's own affinity;
+    /// null when that cannot be read.</summary>
+    public static int[]? Online()
+    {
+        try
+        {
+            return TryParse(File.ReadAllText("/sys/devices/system/cpu/online").Trim(), out int[] cpus, out _) ? cpus : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>The sysfs bitmap of <paramref name="cpus"/>: "1" for CPU 0, "c" for 2-3, "1,00000000" for CPU 32.</summary>
     public static string ToMask(IReadOnlyCollection<int> cpus)
     {

@@ -319,8 +319,8 @@ public static class ConfigLoader
         if (c.Datapath.PodRxCpus is { } rx)
         {
             if (!CpuList.TryParse(rx, out int[] cpus, out string why)) errors.Add($"datapath.podRxCpus: {why}");
-            else if (cpus[^1] >= Environment.ProcessorCount)
-                errors.Add($"datapath.podRxCpus: CPU {cpus[^1]} does not exist here (CPUs 0..{Environment.ProcessorCount - 1})");
+            else if (CpuList.Online() is { } online && cpus.FirstOrDefault(x => !online.Contains(x), -1) is int off and >= 0)
+                errors.Add($"datapath.podRxCpus: CPU {off} is not online here (online: {CpuList.Format(online)})");
         }
         if (c.Datapath.Workers is < 1 or > 64) errors.Add($"datapath.workers: {c.Datapath.Workers} is out of range 1..64");
         else if (c.Datapath.Workers > 1)
