@@ -619,8 +619,8 @@ declare -A _PROFILE_SECS=()
 
 # profile_report NAME NOTE: wait for profile_start's recording and write PROFILE_DIR/NAME.txt: where each CPU's time
 # went, by CPU and command, then for each CPU by command and binary and its top symbols (kernel, the switch's JIT code,
-# libraries). Percentages are of that CPU's busy samples (an idle CPU takes none). Call it while the switch still
-# runs, so its perf map is there. No-op without --profile.
+# libraries). Percentages are of that CPU's samples (idle time is `swapper`). Call it while the switch still runs, so
+# its perf map is there. No-op without --profile.
 profile_report() {
     [[ -n "$PROFILE_DIR" ]] || return 0
     local name="$1" note="$2" data="$PROFILE_DIR/$1.perf.data" txt="$PROFILE_DIR/$1.txt" cpu
