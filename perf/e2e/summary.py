@@ -127,7 +127,8 @@ def main():
         met, _ = verdict(kind, factor, k, o, v)
         metp, _ = verdict(kind, factor, k, o, pv) if pv is not None else ("", None)
         metr, _ = verdict(kind, factor, k, o, rv) if rv is not None else ("", None)
-        rk, ro = ratio(v, k), ratio(v, o)
+        # A ratio of loss percentages means nothing; the loss row shows the figures only.
+        rk, ro = (None, None) if metric == "udp64_loss" else (ratio(v, k), ratio(v, o))
         table.append([name, fmt(k, d), fmt(o, d), fmt(c, d), fmt(v, d), fmt(pv, d), fmt(rv, d),
                       "-" if rk is None else "%.2f×" % rk, "-" if ro is None else "%.2f×" % ro,
                       (target_text[kind] % factor) if kind else "", met, metp, metr])
