@@ -49,6 +49,7 @@
 # overlap on this machine.
 #
 # Usage: perf/e2e/overlay-bench.sh [--runs N] [--only LIST] [--out FILE] [--check]
+#                                  [--profile DIR] [--tx-queue-length N]
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -60,6 +61,7 @@ RUNS=3
 ONLY="$ALL_DATAPATHS"
 OUT="$REPO/out/bench-overlay.md"
 PROFILE_ARG=""
+TX_QLEN=""
 CHECK_ONLY=0
 DURATION=5
 WARMUP=3
@@ -88,6 +90,7 @@ vtep_mac() { printf '0e:00:0a:f4:%02x:01\n' "$1"; }
 usage() {
     cat <<EOF
 Usage: $0 [--runs N] [--only LIST] [--out FILE] [--check] [--profile DIR]
+          [--tx-queue-length N]
 
 Cross-node pod-to-pod benchmark over a VXLAN overlay: kernel flannel-style
 nodes against VSwitch nodes (two nodes, one pod each, on an underlay bridge).
@@ -106,6 +109,10 @@ nodes against VSwitch nodes (two nodes, one pod each, on an underlay bridge).
                time went (by CPU and command, then by binary and the top
                symbols of each CPU).  DIR keeps the perf.data files.  Needs
                perf (linux-perf)
+  --tx-queue-length N
+               the VSwitch pods' transmit queue (ports[].txQueueLength, the
+               qlen of the pod's eth0; default: the kernel's 1000).  The
+               kernel's pods are veths, which have no such queue to overflow
   --help       this text
 
 Holds $LOCK_FILE for the whole run (waits up to ${LOCK_WAIT}s for it).
@@ -138,6 +145,11 @@ while (($# > 0)); do
         --profile)
             [[ $# -ge 2 && -n "$2" ]] || die "--profile needs a directory"
             PROFILE_ARG="$2"
+            shift 2
+            ;;
+        --tx-queue-length)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--tx-queue-length needs a positive integer"
+            TX_QLEN="$2"
             shift 2
             ;;
         -h | --help)
@@ -254,6 +266,7 @@ write_vswitch_config() { # write_vswitch_config N FILE [POD_RX_CPUS]
         done
         printf 'ports:\n  - name: pod\n    type: tap\n    interface: vv%s-tap\n    namespace: %s\n    ifName: eth0\n    address: %s/24\n' \
             "$n" "$(pod_ns "$n")" "$(pod_ip "$n")"
+        if [[ -n "$TX_QLEN" ]]; then printf '    txQueueLength: %s\n' "$TX_QLEN"; fi
     } >"$file"
 }
 
@@ -503,7 +516,9 @@ if ((CHECK_ONLY)); then
 fi
 
 VERSION="$(git -C "$REPO" log -1 --format=%h 2>/dev/null || echo unknown)"
-HEADER="runs=$RUNS (median) after a ${WARMUP}s warm-up, iperf3 TCP -t $DURATION, ping -c $PING_COUNT -i 0.01; 2 nodes, underlay MTU $UL_MTU, pod MTU $POD_MTU, VXLAN VNI $VNI UDP $VXLAN_PORT; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs; repo $VERSION; CPU busy before start ${BUSY_AT_START}%; elapsed ${ELAPSED}s"
+QLEN_NOTE=""
+if [[ -n "$TX_QLEN" ]]; then QLEN_NOTE=" VSwitch pods' txQueueLength $TX_QLEN;"; fi
+HEADER="runs=$RUNS (median) after a ${WARMUP}s warm-up, iperf3 TCP -t $DURATION, ping -c $PING_COUNT -i 0.01; 2 nodes, underlay MTU $UL_MTU, pod MTU $POD_MTU, VXLAN VNI $VNI UDP $VXLAN_PORT; $PIN_NOTE; kernel $(uname -r), $NCPU CPUs;$QLEN_NOTE repo $VERSION; CPU busy before start ${BUSY_AT_START}%; elapsed ${ELAPSED}s"
 
 mkdir -p "$(dirname "$OUT")"
 "$PY" - "$RESULTS" "$OUT" "$HEADER" "${SELECTED[@]}" <<'EOF'

@@ -373,7 +373,20 @@ public sealed partial class SwitchHost : IDisposable
         {
             throw new PortException($"{at}: {e.Message}", e.Errno);
         }
-        string rx = "";
+        string tuning = "";
+        if (pc.TxQueueLength is { } qlen)
+        {
+            // tun resizes the ring of every queue already attached; the setting moves into the pod's namespace with the device.
+            try
+            {
+                NetNs.Ip("link", "set", "dev", ifName, "txqueuelen", qlen.ToString(CultureInfo.InvariantCulture));
+            }
+            catch (PortException e)
+            {
+                throw new PortException($"{at}.txQueueLength: {e.Message}", e.Errno);
+            }
+            tuning = $", tx queue {qlen}";
+        }
         if (PodRxCpus is { } cpus)
         {
             try
@@ -384,20 +397,20 @@ public sealed partial class SwitchHost : IDisposable
             {
                 throw new PortException($"{at} (datapath.podRxCpus): {e.Message}", e.Errno);
             }
-            rx = $", rx on CPUs {CpuList.Format(cpus)}";
+            tuning += $", rx on CPUs {CpuList.Format(cpus)}";
         }
         int mtu = pc.Mtu ?? DefaultPodMtu;
         if (pc.Namespace is { } target)
         {
             NetNs.PlugIntoNamespace(ifName, target, pc.IfName, pc.Address, mtu, pc.Mac, PodGateway(pc));
-            LogPortOpened(pc.Name!, "tap", ifName, $" -> {target}/{pc.IfName} {pc.Address}{rx}");
+            LogPortOpened(pc.Name!, "tap", ifName, $" -> {target}/{pc.IfName} {pc.Address}{tuning}");
         }
         else
         {
             if (pc.Mac is not null) NetNs.Ip("link", "set", "dev", ifName, "address", pc.Mac);
             if (pc.Address is not null) NetNs.Ip("addr", "add", pc.Address, "dev", ifName);
             NetNs.BringUp(ifName, mtu);
-            LogPortOpened(pc.Name!, "tap", ifName, (pc.Address is null ? "" : $" {pc.Address}") + rx);
+            LogPortOpened(pc.Name!, "tap", ifName, (pc.Address is null ? "" : $" {pc.Address}") + tuning);
         }
         return taps;
     }

@@ -23,6 +23,8 @@ public sealed class ConfigTests
     [InlineData("datapath:\n  podRxCpus: 0-x\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: '0-x' is not a CPU number or range")]
     [InlineData("datapath:\n  podRxCpus: 3-1\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: '3-1' is a range that ends before it starts")]
     [InlineData("datapath:\n  podRxCpus: 0,8000\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: CPU 8000 is not online here (online: 0")]
+    [InlineData("ports:\n  - name: a\n    interface: x\n    txQueueLength: 8\n", "ports[0].txQueueLength: 8 is out of range 16..1048576")]
+    [InlineData("ports:\n  - name: a\n    type: af-packet\n    interface: x\n    txQueueLength: 4000\n", "ports[0].txQueueLength: applies to tap ports only")]
     [InlineData("ports: []\n", "ports: at least one port is required")]
     [InlineData("ports:\n  - name: a\n    interfaces: x\n", "cfg.yaml:3:5: unknown field 'interfaces' in a port (ports[])")]
     [InlineData("node:\n  nmae: n1\nports: []\n", "cfg.yaml:2:3: unknown field 'nmae' in node")]

@@ -489,14 +489,16 @@ endpoints_yaml() {
     done
 }
 
-# tap_ports_yaml N PREFIX: the ports entries of node N's config: a TAP PREFIX<N>-<key without "nN-"> for each of its
-# pods, moved into the pod's namespace with its address and MAC.
+# tap_ports_yaml N PREFIX [FIELD]: the ports entries of node N's config: a TAP PREFIX<N>-<key without "nN-"> for each
+# of its pods, moved into the pod's namespace with its address and MAC; FIELD (like "txQueueLength: 4000") is added
+# to every entry.
 tap_ports_yaml() {
-    local n="$1" prefix="$2" k
+    local n="$1" prefix="$2" field="${3:-}" k
     for k in "${PODS[@]}"; do
         [[ "${POD_NODE[$k]}" == "$n" ]] || continue
         printf '  - name: %s\n    type: tap\n    interface: %s%s-%s\n    namespace: %s\n    address: %s/24\n    mac: "%s"\n' \
             "$k" "$prefix" "$n" "${k#n?-}" "$(pod_ns "$k")" "${POD_IP[$k]}" "$(pod_mac "$k")"
+        if [[ -n "$field" ]]; then printf '    %s\n' "$field"; fi
     done
 }
 

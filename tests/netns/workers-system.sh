@@ -119,7 +119,8 @@ write_config() { # write_config N FILE
         printf 'overlay:\n  localAddress: %s\n  peers:\n' "$(ul_ip "$n")"
         overlay_peers_yaml "$n" 1 2
         printf 'ports:\n'
-        tap_ports_yaml "$n" vw
+        # Node 1's pods get a longer transmit queue than the kernel's 1000 (on a multi-queue TAP: every queue's ring).
+        if [[ "$n" == 1 ]]; then tap_ports_yaml "$n" vw "txQueueLength: 4000"; else tap_ports_yaml "$n" vw; fi
     } >"$file"
 }
 
@@ -162,6 +163,12 @@ if [[ "$(rps_of n1-c)" =~ ^0*1\ 0*1\ $ && "$(rps_of n2-e3)" =~ ^0+\ 0+\ $ ]]; th
     pass "podRxCpus: node-1 pod TAPs steer both receive queues to CPU 0 ($(rps_of n1-c)), node-2's do not ($(rps_of n2-e3))"
 else
     fail "podRxCpus: node-1 pod rps_cpus '$(rps_of n1-c)' (want 1 1), node-2 '$(rps_of n2-e3)' (want 0 0)"
+fi
+qlen_of() { ip -n "$(pod_ns "$1")" -o link show dev eth0 | sed -n 's/.* qlen \([0-9]*\).*/\1/p'; }
+if [[ "$(qlen_of n1-c)" == 4000 && "$(qlen_of n2-e3)" == 1000 ]]; then
+    pass "txQueueLength: node-1 pods' eth0 has qlen 4000, node-2's the kernel's 1000"
+else
+    fail "txQueueLength: node-1 pod qlen '$(qlen_of n1-c)' (want 4000), node-2 '$(qlen_of n2-e3)' (want 1000)"
 fi
 assert_contains "node-1 status shows where pods take in frames" "$(vs 1 status 2>&1)" "pod rx:     CPUs 0 (receive packet steering"
 assert_contains "node-2 status shows where pods take in frames" "$(vs 2 status 2>&1)" "pod rx:     in the switch's writes"

@@ -187,6 +187,10 @@ public sealed class PortConfig
     /// <summary>Checksum offload and TSO across the port (a virtio-net header on every frame: IFF_VNET_HDR on a TAP,
     /// PACKET_VNET_HDR on an af-packet socket), so TCP crosses it in 64 KB super-frames. Default true.</summary>
     public bool? Offloads { get; set; }
+    /// <summary>TAP only: the length of the pod's transmit queue (what `ip link` shows as qlen on the pod's interface):
+    /// frames the pod has sent that the switch has not read yet. The kernel drops what does not fit (the pod's TX
+    /// dropped counter). Default: the kernel's 1000.</summary>
+    public int? TxQueueLength { get; set; }
 }
 
 /// <summary>A configuration problem: which file, which field, what is wrong.</summary>
@@ -199,6 +203,10 @@ public sealed class ConfigException : Exception
 
 public static class ConfigLoader
 {
+    /// <summary>Bounds of ports[].txQueueLength: below 16 a TAP drops at the smallest burst; above 2^20 the queue's ring
+    /// alone is 8 MB of pointers per queue.</summary>
+    public const int MinTxQueueLength = 16, MaxTxQueueLength = 1 << 20;
+
     /// <summary>The embedded default: a demo node with three pod namespaces on TAP ports (created and removed by the switch).</summary>
     public const string EmbeddedDefault = """
         # VSwitch embedded default: one node, three pods on TAP ports.
@@ -360,6 +368,12 @@ public static class ConfigLoader
             if (p.Address is not null && !Ipv4Prefix.TryParse(p.Address, out _, out _))
                 errors.Add($"{at}.address: '{p.Address}' is not an IPv4 address with prefix length (like 10.244.1.2/24)");
             if (p.Mtu is < 68 or > 9000) errors.Add($"{at}.mtu: {p.Mtu} is out of range 68..9000");
+            if (p.TxQueueLength is { } qlen)
+            {
+                if (p.Type != "tap") errors.Add($"{at}.txQueueLength: applies to tap ports only (an af-packet port's interface keeps its own)");
+                else if (qlen is < MinTxQueueLength or > MaxTxQueueLength)
+                    errors.Add($"{at}.txQueueLength: {qlen} is out of range {MinTxQueueLength}..{MaxTxQueueLength}");
+            }
             if (p.Gateway is not null && !Ipv4Address.TryParse(p.Gateway, out _)) errors.Add($"{at}.gateway: '{p.Gateway}' is not an IPv4 address");
             if (p.Gateway is not null && p.Namespace is null) errors.Add($"{at}.gateway: applies to ports moved into a namespace only");
             if (p.Mac is not null && (!MacAddress.TryParse(p.Mac, out MacAddress mac) || mac.IsMulticast || mac.IsZero))
