@@ -9,7 +9,8 @@
 #                     AF_PACKET); private ovsdb-server/ovs-vswitchd started and
 #                     stopped by this script
 #   vswitch           VSwitch with two TAP ports (the switch creates the TAPs
-#                     and moves them into the pods as eth0)
+#                     and moves them into the pods as eth0), as shipped
+#                     (adaptive polling, datapath.adaptivePollMicros 200)
 #   vswitch-afpacket  VSwitch with two af-packet ports on the veth host ends,
 #                     exactly like OVS
 #   vswitch-poll      VSwitch with TAP ports in polling mode: the worker keeps

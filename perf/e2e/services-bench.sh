@@ -19,9 +19,9 @@
 # datapath gets fresh namespaces.  Median of RUNS runs; every run also counts
 # failed connections.  Holds /tmp/vswitch-bench.lock for the whole run.
 #
-# Datapaths: kernel (above), vswitch (the shipped default: the worker sleeps
-# in epoll between packets), vswitch-poll (the same switch in polling mode:
-# datapath.busyPollMicros = --poll-us, default 100000 µs).
+# Datapaths: kernel (above), vswitch (the shipped default: adaptive polling,
+# datapath.adaptivePollMicros 200), vswitch-poll (the same switch in polling
+# mode: datapath.busyPollMicros = --poll-us, default 100000 µs).
 #
 # Usage: perf/e2e/services-bench.sh [--runs N] [--only kernel,vswitch,vswitch-poll]
 #                                   [--duration S] [--busy-poll-us N] [--poll-us N]

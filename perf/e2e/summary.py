@@ -141,7 +141,7 @@ def main():
         print(line(r))
     notes = ["kernel = Linux bridge (same node), flannel-style vxlan device (across nodes), kube-proxy iptables DNAT "
              "(ClusterIP). C reference = a minimal C forwarder between the veths, TPACKET_V3 receive rings and "
-             "sendmmsg, no switching (perf/e2e/ref/tpacket-v3-fwd.c; same node, offloads off). VSwitch = the shipped default (the worker sleeps in epoll between packets); VSwitch polling "
+             "sendmmsg, no switching (perf/e2e/ref/tpacket-v3-fwd.c; same node, offloads off). VSwitch = the shipped default (adaptive polling: the worker polls after traffic only while request/response gaps are under 200 µs, datapath.adaptivePollMicros); VSwitch polling "
              "= datapath.busyPollMicros (the worker keeps polling after traffic; the bench scripts' --poll-us). VSwitch podRxCpus = "
              "datapath.podRxCpus set to the load CPU: the pods' kernels take in what the switch writes to their TAPs on the CPU "
              "their applications run on (receive packet steering), not in the switch's writes."]

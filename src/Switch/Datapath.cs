@@ -24,6 +24,9 @@ public sealed record DatapathOptions
     /// <summary>After traffic, keep polling without sleeping for this long before blocking in epoll again
     /// (like the kernel's busy_poll): saves a sleep/wake-up per packet under load. Zero disables it.</summary>
     public TimeSpan BusyPoll { get; init; } = TimeSpan.Zero;
+    /// <summary>When <see cref="BusyPoll"/> is zero: the largest polling window <see cref="AdaptivePoll"/> may learn
+    /// (it polls only while the gaps between packets are shorter). Zero disables it: the worker sleeps at once.</summary>
+    public TimeSpan AdaptivePollLimit { get; init; } = TimeSpan.Zero;
     /// <summary>Routing (gateway, ARP, IPv4 forwarding); null for a plain L2 switch.</summary>
     public RouterOptions? Router { get; init; }
     /// <summary>VXLAN overlay to other nodes; null for none.</summary>
@@ -50,6 +53,7 @@ public sealed class Datapath : IDisposable, IMeshHandler
     private Epoll? _epoll;
     private volatile bool _stop;
     private long _nextSweep;
+    private AdaptivePoll _poll;
 
     public Datapath(DatapathOptions options, TimeProvider? time = null)
     {
@@ -58,6 +62,10 @@ public sealed class Datapath : IDisposable, IMeshHandler
         if (options.BatchSize is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "batch size must be 1..256");
         if (options.LargeSlots is < 0 or > 4096) throw new ArgumentOutOfRangeException(nameof(options), "large slots must be 0..4096");
         Slab = new PacketSlab(Math.Max(options.Slots, options.BatchSize * 2), largeCapacity: options.LargeSlots);
+        // Like haltpoll's defaults (grow start 50 µs of a 200 µs limit): a first short gap opens a quarter of the limit.
+        // An open window closes once every 10 ms to be decided again; over 1,500 frames in 10 ms is a stream.
+        long limit = options.BusyPoll > TimeSpan.Zero ? 0 : (long)(options.AdaptivePollLimit.TotalSeconds * Time.TimestampFrequency);
+        _poll = new AdaptivePoll(limit, limit / 4, Time.TimestampFrequency / 100, streamFrames: 1_500);
         Mesh = options.Mesh is { Count: > 1 } mesh ? mesh : null;
         if (Mesh is not null)
         {
@@ -232,6 +240,9 @@ public sealed class Datapath : IDisposable, IMeshHandler
         if (Router is not null) Router.Neighbors.Sweep(now, (long)(Router.Options.NeighborTimeout.TotalSeconds * Time.TimestampFrequency));
     }
 
+    /// <summary>The adaptive polling window as the worker last left it (read from any thread, for display).</summary>
+    public AdaptivePoll PollState => _poll;
+
     public void Start()
     {
         if (_thread is not null) throw new InvalidOperationException("already started");
@@ -254,16 +265,23 @@ public sealed class Datapath : IDisposable, IMeshHandler
         Epoll ep = _epoll!;
         long busyTicks = (long)(Options.BusyPoll.TotalSeconds * Time.TimestampFrequency);
         long lastTraffic = long.MinValue / 2;
+        int frames = 0;
         while (!_stop)
         {
-            bool spinning = busyTicks > 0 && Time.GetTimestamp() - lastTraffic < busyTicks;
+            long window = busyTicks;
+            if (window == 0 && _poll.Limit > 0) window = _poll.Current(Time.GetTimestamp(), frames);
+            bool spinning = window > 0 && Time.GetTimestamp() - lastTraffic < window;
             int timeout = spinning || carried > 0 ? 0 : 200;
             // Other workers wake a sleeping worker they hand packets to; one with packets waiting does not sleep.
             if (timeout > 0 && Mesh is not null && !Mesh.PrepareSleep(WorkerIndex)) timeout = 0;
             int n = ep.Wait(ready, timeout, out _);
+            long sleptUntilTraffic = lastTraffic;
+            bool slept = timeout > 0;
+            long wokeAt = slept ? Time.GetTimestamp() : 0;
             Mesh?.Awake(WorkerIndex);
             DrainCommands();
-            if (FromOtherWorkers() > 0) lastTraffic = Context.Now;
+            frames = FromOtherWorkers();
+            if (frames > 0) lastTraffic = Context.Now;
             // Serve ready ports in rounds until none returns a full batch (bounded, so commands and sweeps keep running).
             // Ports still holding received data (HasPending) are served next time round whether or not their descriptor
             // is readable.
@@ -280,12 +298,14 @@ public sealed class Datapath : IDisposable, IMeshHandler
                     IPacketPort port = Ports[active[i]]!;
                     int got = Poll(port);
                     if (got > 0) lastTraffic = Context.Now;
+                    frames += got;
                     if (got == Options.BatchSize || port.HasPending) active[still++] = active[i];
                 }
                 a = still;
             }
             for (int i = 0; i < a && carried < carry.Length; i++)
                 if (Ports[active[i]]!.HasPending) carry[carried++] = active[i];
+            if (slept) _poll.Woke(wokeAt, wokeAt - sleptUntilTraffic, frames);
             Housekeeping();
         }
         DrainCommands();

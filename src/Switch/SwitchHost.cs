@@ -35,6 +35,7 @@ public sealed partial class SwitchHost : IDisposable
             Slots = config.Datapath.Slots,
             LargeSlots = UsesOffloads(config) ? 2 * config.Datapath.BatchSize : 0,
             BusyPoll = TimeSpan.FromMicroseconds(config.Datapath.BusyPollMicros),
+            AdaptivePollLimit = TimeSpan.FromMicroseconds(config.Datapath.AdaptivePollMicros),
             MacTableSize = config.Bridge.MacTableSize,
             MacAging = TimeSpan.FromSeconds(config.Bridge.MacAgingSeconds),
             MacTableFullPolicy = policy,

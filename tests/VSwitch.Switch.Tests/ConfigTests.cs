@@ -25,6 +25,7 @@ public sealed class ConfigTests
     [InlineData("datapath:\n  podRxCpus: 0,8000\nports:\n  - name: a\n    interface: x\n", "datapath.podRxCpus: CPU 8000 is not online here (online: 0")]
     [InlineData("ports:\n  - name: a\n    interface: x\n    txQueueLength: 8\n", "ports[0].txQueueLength: 8 is out of range 16..1048576")]
     [InlineData("ports:\n  - name: a\n    type: af-packet\n    interface: x\n    txQueueLength: 4000\n", "ports[0].txQueueLength: applies to tap ports only")]
+    [InlineData("datapath:\n  adaptivePollMicros: 20000\nports:\n  - name: a\n    interface: x\n", "datapath.adaptivePollMicros: 20000 is out of range 0..10000")]
     [InlineData("ports: []\n", "ports: at least one port is required")]
     [InlineData("ports:\n  - name: a\n    interfaces: x\n", "cfg.yaml:3:5: unknown field 'interfaces' in a port (ports[])")]
     [InlineData("node:\n  nmae: n1\nports: []\n", "cfg.yaml:2:3: unknown field 'nmae' in node")]

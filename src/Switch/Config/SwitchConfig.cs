@@ -155,6 +155,9 @@ public sealed class DatapathConfig
     public int Slots { get; set; } = 4096;
     /// <summary>Microseconds to keep polling after traffic before sleeping in epoll (0 = always sleep).</summary>
     public int BusyPollMicros { get; set; }
+    /// <summary>With busyPollMicros 0: the longest the worker may learn to keep polling after traffic (adaptive polling:
+    /// the window grows while packets come back within it and closes when gaps are longer). 0 sleeps at once.</summary>
+    public int AdaptivePollMicros { get; set; } = 200;
     /// <summary>Worker threads, each with its own queue of every port and its own tables; flows are steered so both
     /// directions of one meet one worker. 1..64; several need TAP ports only (no af-packet ports, no uplink yet).</summary>
     public int Workers { get; set; } = 1;
@@ -323,6 +326,7 @@ public static class ConfigLoader
         if (!TryParsePolicy(c.Bridge.MacTableFullPolicy, out _)) errors.Add($"bridge.macTableFullPolicy: '{c.Bridge.MacTableFullPolicy}' is not one of flood, drop");
         if (c.Datapath.BatchSize is < 1 or > 256) errors.Add($"datapath.batchSize: {c.Datapath.BatchSize} is out of range 1..256");
         if (c.Datapath.BusyPollMicros is < 0 or > 1_000_000) errors.Add($"datapath.busyPollMicros: {c.Datapath.BusyPollMicros} is out of range 0..1000000");
+        if (c.Datapath.AdaptivePollMicros is < 0 or > 10_000) errors.Add($"datapath.adaptivePollMicros: {c.Datapath.AdaptivePollMicros} is out of range 0..10000");
         if (c.Datapath.Slots is < 256 or > 1 << 20) errors.Add($"datapath.slots: {c.Datapath.Slots} is out of range 256..1048576");
         if (c.Datapath.PodRxCpus is { } rx)
         {

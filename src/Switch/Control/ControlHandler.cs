@@ -159,6 +159,7 @@ public sealed class ControlHandler
         sb.Append(CultureInfo.InvariantCulture, $"ports:      {Datapath.Ports.Count}\n");
         sb.Append(CultureInfo.InvariantCulture, $"workers:    {Workers.Count}{(Workers.Count > 1 ? ", flows steered by symmetric hash" : "")}\n");
         sb.Append(CultureInfo.InvariantCulture, $"batch size: {Datapath.Options.BatchSize}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"polling:    {PollingText()}\n");
         sb.Append(CultureInfo.InvariantCulture, $"pod rx:     {(_host.PodRxCpus is { } rx ? $"CPUs {CpuList.Format(rx)} (receive packet steering on the pods' TAPs)" : "in the switch's writes")}\n");
         sb.Append(CultureInfo.InvariantCulture, $"mac table:  {Datapath.Macs.Count}/{Datapath.Macs.MaxEntries}, aging {Datapath.Options.MacAging.TotalSeconds:F0} s\n");
         sb.Append(CultureInfo.InvariantCulture, $"buffers:    {Datapath.Slab.FreeCount}/{Datapath.Slab.Capacity} free\n");
@@ -170,6 +171,19 @@ public sealed class ControlHandler
             sb.Append(CultureInfo.InvariantCulture, $"overlay:    vxlan {o.Options.LocalAddress}:{o.Options.UdpPort} vni {o.Options.Vni}, {o.Peers.Count} peers, {o.FdbCount} forwarding entries\n");
         sb.Append(CultureInfo.InvariantCulture, $"socket:     {_host.Config.Control.Socket}\n");
         return sb.ToString();
+    }
+
+    /// <summary>How the workers wait: a fixed polling window, the adaptive one (each worker's current window and how
+    /// often it changed), or none.</summary>
+    private string PollingText()
+    {
+        DatapathOptions o = Datapath.Options;
+        if (o.BusyPoll > TimeSpan.Zero) return $"busy, {o.BusyPoll.TotalMicroseconds:F0} µs after traffic (datapath.busyPollMicros)";
+        if (o.AdaptivePollLimit <= TimeSpan.Zero) return "off (sleeps in epoll as soon as the ports are empty)";
+        double f = Datapath.Time.TimestampFrequency / 1e6;
+        var parts = Workers.Select(w => w.PollState).Select(p =>
+            string.Create(CultureInfo.InvariantCulture, $"{p.Window / f:F0} µs{(p.Streaming ? " (stream)" : "")}, grown {p.Grown}, shrunk {p.Shrunk}, probed {p.Probed}"));
+        return string.Create(CultureInfo.InvariantCulture, $"adaptive, up to {o.AdaptivePollLimit.TotalMicroseconds:F0} µs; now {string.Join("; ", parts)}");
     }
 
     private string Ports()
