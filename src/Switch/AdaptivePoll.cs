@@ -16,7 +16,8 @@ namespace VSwitch.Switch;
 /// <item>While the worker keeps finding traffic it never sleeps, so nothing above is observed: every
 /// <see cref="Probe"/> of open window the window closes once, and the next sleeps decide again.</item>
 /// <item>A period of <see cref="Probe"/> in which the worker took in more than <see cref="StreamFrames"/> frames (more
-/// than 150,000 a second at the default 10 ms) was a stream, not requests and responses: the window closes and stays
+/// than 150,000 a second at the default 10 ms) or more than <see cref="StreamBytes"/> bytes (1 Gb/s: TCP super-frames
+/// are few frames) was a stream, not requests and responses: the window closes and stays
 /// closed through the next period, whatever the wakes find. A stream is what interrupt moderation batches: waking once
 /// per batch, the switch hands each receiver a batch, not a wake-up per frame.</item>
 /// </list>
@@ -34,8 +35,10 @@ public struct AdaptivePoll
     /// <param name="probe">How long the window stays open before it closes once to be decided again, in ticks; also the
     /// period over which the frames are counted.</param>
     /// <param name="streamFrames">More frames than this in one period make it a stream.</param>
-    public AdaptivePoll(long limit, long start, long probe, int streamFrames)
+    /// <param name="streamBytes">So do more bytes than this.</param>
+    public AdaptivePoll(long limit, long start, long probe, int streamFrames, long streamBytes = long.MaxValue)
     {
+        StreamBytes = Math.Max(1, streamBytes);
         Limit = Math.Max(0, limit);
         Start = Math.Clamp(start, 1, Math.Max(1, Limit));
         Probe = Math.Max(1, probe);
@@ -46,6 +49,7 @@ public struct AdaptivePoll
     public long Start { get; }
     public long Probe { get; }
     public int StreamFrames { get; }
+    public long StreamBytes { get; }
     /// <summary>The last full period carried a stream: the window stays closed.</summary>
     public bool Streaming { get; private set; }
     /// <summary>The current window, in ticks.</summary>
@@ -56,6 +60,7 @@ public struct AdaptivePoll
     public long Probed { get; private set; }
     private long _openedAt, _periodStart;
     private int _periodFrames;
+    private long _periodBytes;
 
     /// <summary>The worker slept and woke at <paramref name="now"/>: <paramref name="gap"/> ticks after the last traffic,
     /// finding <paramref name="frames"/> frames (0: a wake for a control command, or a timeout).</summary>
@@ -76,15 +81,17 @@ public struct AdaptivePoll
         }
     }
 
-    /// <summary>Called before each wait with the frames taken in since the last call: the window, closed once if it has
+    /// <summary>Called before each wait with the frames (and bytes) taken in since the last call: the window, closed once if it has
     /// been open for <see cref="Probe"/>, and closed while the last period was a stream.</summary>
-    public long Current(long now, int frames)
+    public long Current(long now, int frames, long bytes = 0)
     {
         _periodFrames += frames;
+        _periodBytes += bytes;
         if (now - _periodStart >= Probe)
         {
-            Streaming = _periodFrames > StreamFrames;
+            Streaming = _periodFrames > StreamFrames || _periodBytes > StreamBytes;
             _periodFrames = 0;
+            _periodBytes = 0;
             _periodStart = now;
         }
         if (Window > 0 && (Streaming || now - _openedAt >= Probe))

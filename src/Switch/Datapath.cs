@@ -54,6 +54,7 @@ public sealed class Datapath : IDisposable, IMeshHandler
     private volatile bool _stop;
     private long _nextSweep;
     private AdaptivePoll _poll;
+    private long _rxBytes;
 
     public Datapath(DatapathOptions options, TimeProvider? time = null)
     {
@@ -63,9 +64,9 @@ public sealed class Datapath : IDisposable, IMeshHandler
         if (options.LargeSlots is < 0 or > 4096) throw new ArgumentOutOfRangeException(nameof(options), "large slots must be 0..4096");
         Slab = new PacketSlab(Math.Max(options.Slots, options.BatchSize * 2), largeCapacity: options.LargeSlots);
         // Like haltpoll's defaults (grow start 50 µs of a 200 µs limit): a first short gap opens a quarter of the limit.
-        // An open window closes once every 10 ms to be decided again; over 1,500 frames in 10 ms is a stream.
+        // An open window closes once every 10 ms to be decided again; over 1,500 frames or 1.25 MB (1 Gb/s) in 10 ms is a stream.
         long limit = options.BusyPoll > TimeSpan.Zero ? 0 : (long)(options.AdaptivePollLimit.TotalSeconds * Time.TimestampFrequency);
-        _poll = new AdaptivePoll(limit, limit / 4, Time.TimestampFrequency / 100, streamFrames: 1_500);
+        _poll = new AdaptivePoll(limit, limit / 4, Time.TimestampFrequency / 100, streamFrames: 1_500, streamBytes: 1_250_000);
         Mesh = options.Mesh is { Count: > 1 } mesh ? mesh : null;
         if (Mesh is not null)
         {
@@ -187,6 +188,12 @@ public sealed class Datapath : IDisposable, IMeshHandler
         int n = port.Receive(Slab, _rx, Options.BatchSize);
         if (n > 0)
         {
+            // Bytes taken in, for the adaptive polling's stream test (a stream of 64 KB super-frames is few frames).
+            PacketMeta[] meta = Slab.Meta;
+            int[] slots = _rx.Slots;
+            long bytes = 0;
+            for (int i = 0; i < _rx.Count; i++) bytes += meta[slots[i]].Length;
+            _rxBytes += bytes;
             Graph.Run(Context, _rx);
             Mesh?.WakeTargets(WorkerIndex);
         }
@@ -269,7 +276,11 @@ public sealed class Datapath : IDisposable, IMeshHandler
         while (!_stop)
         {
             long window = busyTicks;
-            if (window == 0 && _poll.Limit > 0) window = _poll.Current(Time.GetTimestamp(), frames);
+            if (window == 0 && _poll.Limit > 0)
+            {
+                window = _poll.Current(Time.GetTimestamp(), frames, _rxBytes);
+                _rxBytes = 0;
+            }
             bool spinning = window > 0 && Time.GetTimestamp() - lastTraffic < window;
             int timeout = spinning || carried > 0 ? 0 : 200;
             // Other workers wake a sleeping worker they hand packets to; one with packets waiting does not sleep.
@@ -307,6 +318,9 @@ public sealed class Datapath : IDisposable, IMeshHandler
                 if (Ports[active[i]]!.HasPending) carry[carried++] = active[i];
             if (slept) _poll.Woke(wokeAt, wokeAt - sleptUntilTraffic, frames);
             Housekeeping();
+            // A poll that found nothing gives the CPU to anything else runnable on it (a pod, another switch) before the
+            // next; with nothing else there sched_yield returns at once.
+            if (spinning && frames == 0 && n == 0) Thread.Yield();
         }
         DrainCommands();
     }

@@ -85,6 +85,17 @@ public class AdaptivePollTests
     }
 
     [Fact]
+    public void A_period_with_many_bytes_in_few_frames_is_a_stream_too()
+    {
+        AdaptivePoll p = new(Limit, Start, Probe, StreamFrames, streamBytes: 1_250_000);
+        Assert.Equal(0, p.Current(0, 0, 0));
+        p.Woke(100, gap: 60, frames: 1);
+        Assert.Equal(Start, p.Current(200, 100, 100 * 65_000L)); // 100 TCP super-frames: 6.5 MB in the period
+        Assert.Equal(0, p.Current(Probe, 0, 0));
+        Assert.True(p.Streaming);
+    }
+
+    [Fact]
     public void A_zero_limit_never_polls()
     {
         AdaptivePoll p = new(0, 0, Probe, StreamFrames);
