@@ -185,15 +185,12 @@ public sealed class Datapath : IDisposable, IMeshHandler
 
     private int Poll(IPacketPort port)
     {
+        long bytesBefore = port.Counters[(int)PortCounter.RxBytes];
         int n = port.Receive(Slab, _rx, Options.BatchSize);
         if (n > 0)
         {
             // Bytes taken in, for the adaptive polling's stream test (a stream of 64 KB super-frames is few frames).
-            PacketMeta[] meta = Slab.Meta;
-            int[] slots = _rx.Slots;
-            long bytes = 0;
-            for (int i = 0; i < _rx.Count; i++) bytes += meta[slots[i]].Length;
-            _rxBytes += bytes;
+            _rxBytes += port.Counters[(int)PortCounter.RxBytes] - bytesBefore;
             Graph.Run(Context, _rx);
             Mesh?.WakeTargets(WorkerIndex);
         }
@@ -275,13 +272,15 @@ public sealed class Datapath : IDisposable, IMeshHandler
         int frames = 0;
         while (!_stop)
         {
+            // The adaptive window is off (limit 0) when a fixed one is set.
+            long now = busyTicks > 0 || _poll.Limit > 0 ? Time.GetTimestamp() : 0;
             long window = busyTicks;
-            if (window == 0 && _poll.Limit > 0)
+            if (_poll.Limit > 0)
             {
-                window = _poll.Current(Time.GetTimestamp(), frames, _rxBytes);
+                window = _poll.Current(now, frames, _rxBytes);
                 _rxBytes = 0;
             }
-            bool spinning = window > 0 && Time.GetTimestamp() - lastTraffic < window;
+            bool spinning = window > 0 && now - lastTraffic < window;
             int timeout = spinning || carried > 0 ? 0 : 200;
             // Other workers wake a sleeping worker they hand packets to; one with packets waiting does not sleep.
             if (timeout > 0 && Mesh is not null && !Mesh.PrepareSleep(WorkerIndex)) timeout = 0;
@@ -318,9 +317,6 @@ public sealed class Datapath : IDisposable, IMeshHandler
                 if (Ports[active[i]]!.HasPending) carry[carried++] = active[i];
             if (slept) _poll.Woke(wokeAt, wokeAt - sleptUntilTraffic, frames);
             Housekeeping();
-            // A poll that found nothing gives the CPU to anything else runnable on it (a pod, another switch) before the
-            // next; with nothing else there sched_yield returns at once.
-            if (spinning && frames == 0 && n == 0) Thread.Yield();
         }
         DrainCommands();
     }
