@@ -3,7 +3,8 @@ namespace VSwitch.Switch;
 /// <summary>
 /// How long a worker keeps polling its ports after traffic before it sleeps in epoll, learned from what its sleeps
 /// cost. The rule is the kernel's haltpoll cpuidle governor's (grow on a short gap, shrink on a long one), applied to
-/// the switch's wait instead of the CPU's idle loop, plus one condition of our own about batches:
+/// the switch's wait instead of the CPU's idle loop, plus two conditions of our own that keep streams batched (a wake
+/// that finds a batch; a period that carried a stream):
 /// <list type="bullet">
 /// <item>The worker slept and a few frames (at most <see cref="SmallWake"/>) woke it after a gap (since the last
 /// traffic) no longer than the limit: request/response traffic, where the sleep added a wake-up to the exchange's

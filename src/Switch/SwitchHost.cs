@@ -374,30 +374,17 @@ public sealed partial class SwitchHost : IDisposable
         {
             throw new PortException($"{at}: {e.Message}", e.Errno);
         }
+        // Both settings are made before the TAP moves into the pod's namespace and move with the device (tun resizes
+        // the ring of every queue already attached).
         string tuning = "";
         if (pc.TxQueueLength is { } qlen)
         {
-            // tun resizes the ring of every queue already attached; the setting moves into the pod's namespace with the device.
-            try
-            {
-                NetNs.Ip("link", "set", "dev", ifName, "txqueuelen", qlen.ToString(CultureInfo.InvariantCulture));
-            }
-            catch (PortException e)
-            {
-                throw new PortException($"{at}.txQueueLength: {e.Message}", e.Errno);
-            }
+            Tune($"{at}.txQueueLength", () => NetNs.Ip("link", "set", "dev", ifName, "txqueuelen", qlen.ToString(CultureInfo.InvariantCulture)));
             tuning = $", tx queue {qlen}";
         }
         if (PodRxCpus is { } cpus)
         {
-            try
-            {
-                NetNs.SetRps(ifName, CpuList.ToMask(cpus));
-            }
-            catch (PortException e)
-            {
-                throw new PortException($"{at} (datapath.podRxCpus): {e.Message}", e.Errno);
-            }
+            Tune($"{at} (datapath.podRxCpus)", () => NetNs.SetRps(ifName, CpuList.ToMask(cpus)));
             tuning += $", rx on CPUs {CpuList.Format(cpus)}";
         }
         int mtu = pc.Mtu ?? DefaultPodMtu;
@@ -414,6 +401,19 @@ public sealed partial class SwitchHost : IDisposable
             LogPortOpened(pc.Name!, "tap", ifName, (pc.Address is null ? "" : $" {pc.Address}") + tuning);
         }
         return taps;
+    }
+
+    /// <summary>Applies a device setting; a refusal names the config field it came from.</summary>
+    private static void Tune(string field, Action apply)
+    {
+        try
+        {
+            apply();
+        }
+        catch (PortException e)
+        {
+            throw new PortException($"{field}: {e.Message}", e.Errno);
+        }
     }
 
     /// <summary>The pod's default route: as configured, else the node's gateway when the pod's address is in the pod subnet.</summary>

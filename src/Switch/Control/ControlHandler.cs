@@ -362,9 +362,11 @@ public sealed class ControlHandler
             // connection's replies unredirected or a neighbor unknown to a worker.
             var w = new List<string[]> { new[] { "WORKER", "HAND-OFFS-REFUSED", "COPIES-DROPPED", "MESSAGES-DROPPED", "REDIRECTS", "REDIRECTS-DROPPED" } };
             foreach (Datapath d in Workers)
+            {
+                ConnectionSteering? st = d.Nat?.Steering;
                 w.Add([d.WorkerIndex.ToString(CultureInfo.InvariantCulture), N(mesh.HandOffsRefused(d.WorkerIndex)), N(mesh.CopiesDropped(d.WorkerIndex)),
-                    N(mesh.MessagesDropped(d.WorkerIndex)), d.Nat?.Steering is { } st ? N(st.Redirects) : "-",
-                    d.Nat?.Steering is { } st2 ? N(st2.RedirectsDropped) : "-"]);
+                    N(mesh.MessagesDropped(d.WorkerIndex)), st is null ? "-" : N(st.Redirects), st is null ? "-" : N(st.RedirectsDropped)]);
+            }
             sb.Append(Table(w)).Append('\n');
         }
         if (drops.Count == 1) sb.Append("no drops\n");
