@@ -1,16 +1,24 @@
 using System.Runtime.CompilerServices;
 using VSwitch.Pipeline;
+using VSwitch.Pipeline.Wire;
 
 namespace VSwitch.Nat;
 
 /// <summary>
 /// Flow affinity between workers, for one worker's connection table. Every IPv4 packet is processed by the worker its
 /// tuple's symmetric hash names (<see cref="SteerStage"/>), so both directions of an un-NATed flow meet the same entry.
-/// A NATed connection's reply tuple hashes elsewhere in general: the worker that creates the entry tells the reply's
-/// worker, which keeps a redirect (reply tuple → owner) and hands those packets on. Source ports chosen for SNAT are
-/// picked so that the reply hashes to the creating worker, which then needs no redirect. Redirects live as long as
-/// their connection: the owner sends the removal when it deletes the entry. Messages, not locks: the tables stay owned
-/// by one worker each.
+/// A NATed connection's reply tuple hashes elsewhere in general. Every connection is kept by the worker its reply tuple
+/// hashes to, so that any two connections whose reply tuples clash meet in one table and the second is remapped:
+/// <list type="bullet">
+/// <item>Source ports chosen for SNAT are picked so that the reply hashes to the worker deciding them.</item>
+/// <item>A new Service connection without SNAT is decided (endpoint chosen) by the worker its original tuple hashes
+/// to; when the reply tuple hashes to another worker, the packet is handed there with the decision, and that worker
+/// creates the entry and tells the first to hand it the originator's packets (a redirect, original tuple → owner).</item>
+/// <item>Where the two still differ (a decision made under a different Services snapshot), the owner tells the reply's
+/// worker instead (reply tuple → owner).</item>
+/// </list>
+/// Redirects live as long as their connection: the owner sends the removal when it deletes the entry. Messages, not
+/// locks: the tables stay owned by one worker each.
 /// </summary>
 public sealed class ConnectionSteering
 {
@@ -67,16 +75,29 @@ public sealed class ConnectionSteering
     }
 
     /// <summary>A connection was created here: when its reply hashes to another worker, that worker is told to send the
-    /// replies here (and the entry is marked, so its deletion is told too).</summary>
+    /// replies here; when its original tuple does (a Service connection decided there, or created here again when its
+    /// first packet reused a closed connection's tuple), that worker is told to send the originator's packets here. The
+    /// entry is marked for each, so its deletion is told too. (TCP and UDP only: their tuple is the one the steer stage
+    /// hashes; ICMP connections are always created where their original tuple is steered.)</summary>
     public void Created(ref CtEntry e)
     {
         int r = Home(e.Reply);
-        if (r == Self) return;
-        if (Mesh.Send(Self, r, Message(MeshKind.RedirectAdd, e.Reply, Self))) e.Status |= CtStatus.Redirected;
+        if (r != Self && Mesh.Send(Self, r, Message(MeshKind.RedirectAdd, e.Reply, Self))) e.Status |= CtStatus.Redirected;
+        if (e.Orig.Proto is not (IpProtocol.Tcp or IpProtocol.Udp)) return;
+        int o = Home(e.Orig);
+        if (o != Self && Mesh.Send(Self, o, Message(MeshKind.RedirectAdd, e.Orig, Self))) e.Status |= CtStatus.RedirectedOrig;
     }
 
     /// <summary>A marked connection is being deleted here.</summary>
-    public void Removed(in CtEntry e) => Mesh.Send(Self, Home(e.Reply), Message(MeshKind.RedirectRemove, e.Reply, Self));
+    public void Removed(in CtEntry e)
+    {
+        if ((e.Status & CtStatus.Redirected) != 0) Mesh.Send(Self, Home(e.Reply), Message(MeshKind.RedirectRemove, e.Reply, Self));
+        if ((e.Status & CtStatus.RedirectedOrig) != 0) Mesh.Send(Self, Home(e.Orig), Message(MeshKind.RedirectRemove, e.Orig, Self));
+    }
+
+    /// <summary>Hands a packet to another worker (a new Service connection, to the worker its reply tuple hashes to).
+    /// False when that worker holds a full ring of this worker's packets.</summary>
+    public bool HandTo(int worker, int slot) => Mesh.HandOff(Self, worker, slot);
 
     /// <summary>Tells every worker which endpoint a client got (sessionAffinity ClientIP holds across workers).</summary>
     public void AffinitySet(ulong service, uint client, uint endpoint, ushort port, long expires) =>

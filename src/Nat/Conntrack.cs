@@ -38,6 +38,9 @@ public enum CtStatus : byte
     Loose = 1 << 4,
     /// <summary>The reply tuple belongs to another worker, which was told to hand the replies here.</summary>
     Redirected = 1 << 5,
+    /// <summary>The original tuple belongs to another worker (a Service connection decided there and created here, with
+    /// its reply tuple), which was told to hand the originator's packets here.</summary>
+    RedirectedOrig = 1 << 6,
 }
 
 /// <summary>Why an endpoint was chosen (shown by the CLI and the trace).</summary>
@@ -278,7 +281,8 @@ public sealed class Conntrack
 
     public delegate void EntryAction(in CtEntry e);
 
-    /// <summary>Called for an entry marked <see cref="CtStatus.Redirected"/> as it is deleted (other workers must forget it).</summary>
+    /// <summary>Called for an entry marked <see cref="CtStatus.Redirected"/> or <see cref="CtStatus.RedirectedOrig"/> as it
+    /// is deleted (other workers must forget it).</summary>
     public EntryAction? Removing { get; set; }
 
     /// <summary>Removes an entry from the table.</summary>
@@ -286,7 +290,7 @@ public sealed class Conntrack
     {
         ref CtEntry x = ref _entries[e];
         if (x.Live == 0) return;
-        if ((x.Status & CtStatus.Redirected) != 0) Removing?.Invoke(in x);
+        if ((x.Status & (CtStatus.Redirected | CtStatus.RedirectedOrig)) != 0) Removing?.Invoke(in x);
         Release(e, Hash(x.Orig), Hash(x.Reply));
     }
 

@@ -31,6 +31,7 @@ public sealed class ConntrackStage : Stage
         [Description("Connections refused because the Service has no endpoint (TCP RST / ICMP port unreachable sent)")] Rejected,
         [Description("TCP connections picked up mid-stream")] Loose,
         [Description("Packets handed to the worker that owns their NATed connection (several workers)")] HandedOff,
+        [Description("New Service connections decided here and handed, with the decision, to the worker their reply tuple hashes to (several workers)")] HandedToReplyOwner,
     }
 
     public enum Reason
@@ -93,6 +94,8 @@ public sealed class ConntrackStage : Stage
             int s = slots[i];
             ref PacketMeta m = ref meta[s];
             next[i] = 1;
+            // A new Service connection another worker decided and handed here carries the decision (see NewService).
+            int carried = m.CtIndex;
             m.CtIndex = -1;
             if (m.EtherType != EtherType.Ipv4 || (m.Flags & PacketFlags.Tagged) != 0) continue;
             byte* f = slab.SlotPointer(s) + m.Offset;
@@ -169,7 +172,7 @@ public sealed class ConntrackStage : Stage
                     {
                         // A SYN reusing the tuple of a closed connection: a new connection, decided afresh.
                         ct.Delete(r >> 1);
-                        next[i] = New<T>(ctx, s, ref m, ip, key, hash, tcpFlags);
+                        next[i] = New<T>(ctx, s, ref m, ip, key, hash, tcpFlags, carried);
                         continue;
                     }
                     Conntrack.TcpTransition(ref e, dir, tcpFlags);
@@ -205,7 +208,7 @@ public sealed class ConntrackStage : Stage
                 next[i] = edge;
                 continue;
             }
-            next[i] = New<T>(ctx, s, ref m, ip, key, hash, tcpFlags);
+            next[i] = New<T>(ctx, s, ref m, ip, key, hash, tcpFlags, carried);
         }
     }
 
@@ -245,7 +248,7 @@ public sealed class ConntrackStage : Stage
     }
 
     /// <summary>A packet of no known connection: Service DNAT, masquerade, or plain tracking.</summary>
-    private byte New<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, FlowKey key, ulong hash, TcpFlags tcpFlags)
+    private byte New<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, FlowKey key, ulong hash, TcpFlags tcpFlags, int carried)
         where T : struct, ITraceMode
     {
         Conntrack ct = _nat.Conntrack;
@@ -258,7 +261,7 @@ public sealed class ConntrackStage : Stage
         if (proto == IpProtocol.Icmp && key.DstPort != IcmpType.EchoRequest) return Drop(ref m, (int)Reason.InvalidEchoReply);
 
         Frontend? fe = proto != IpProtocol.Icmp ? _nat.Services.Lookup(key.Dst, proto, key.DstPort) : null;
-        if (fe is not null) return NewService<T>(ctx, s, ref m, ip, key, hash, fe, syn);
+        if (fe is not null) return NewService<T>(ctx, s, ref m, ip, key, hash, fe, syn, carried);
         if (o.ServiceCidr is { } sc && sc.Contains(new Ipv4Address(key.Dst)))
             return Refuse<T>(ctx, s, ref m, ip, null, Reason.NoService);
 
@@ -307,7 +310,13 @@ public sealed class ConntrackStage : Stage
         return 1;
     }
 
-    private byte NewService<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, FlowKey key, ulong hash, Frontend fe, bool syn)
+    /// <summary>A decision carried in <see cref="PacketMeta.CtIndex"/> by a packet handed to the worker that will keep its
+    /// connection: this marker, the rule in bits 24–26 and the endpoint's index among the candidates in bits 0–23.</summary>
+    private const int Decided = unchecked((int)0x8000_0000);
+    private const int DecidedMask = unchecked((int)0xF800_0000);
+    private const int MaxDecidedIndex = 0x00FF_FFFF;
+
+    private byte NewService<T>(WorkerContext ctx, int s, ref PacketMeta m, Span<byte> ip, FlowKey key, ulong hash, Frontend fe, bool syn, int carried)
         where T : struct, ITraceMode
     {
         Conntrack ct = _nat.Conntrack;
@@ -349,33 +358,63 @@ public sealed class ConntrackStage : Stage
         if (fe.UsingTerminating && rule == CtRule.Random) rule = CtRule.Fallback;
 
         ServiceEndpoint ep = default;
-        bool found = false;
-        long affinityTicks = fe.AffinitySeconds * _nat.TicksPerSecond;
-        if (fe.Affinity && _nat.Affinity.TryGet(fe.AffinityKey, key.Src, now, affinityTicks, out uint aAddr, out ushort aPort))
+        int index = -1;
+        bool decidedElsewhere = (carried & DecidedMask) == Decided && (carried & MaxDecidedIndex) < cands.Length;
+        if (decidedElsewhere)
         {
-            foreach (ServiceEndpoint c in cands)
+            // The worker the original tuple hashes to chose (and told every worker of any affinity choice).
+            index = carried & MaxDecidedIndex;
+            ep = cands[index];
+            rule = (CtRule)((carried >> 24) & 7);
+        }
+        else
+        {
+            long affinityTicks = fe.AffinitySeconds * _nat.TicksPerSecond;
+            if (fe.Affinity && _nat.Affinity.TryGet(fe.AffinityKey, key.Src, now, affinityTicks, out uint aAddr, out ushort aPort))
             {
-                if (c.Address == aAddr && c.Port == aPort)
+                for (int c = 0; c < cands.Length; c++)
                 {
-                    ep = c;
-                    found = true;
-                    rule = CtRule.Affinity;
-                    Counters.Add((int)Counter.AffinityHits);
-                    break;
+                    if (cands[c].Address == aAddr && cands[c].Port == aPort)
+                    {
+                        index = c;
+                        rule = CtRule.Affinity;
+                        Counters.Add((int)Counter.AffinityHits);
+                        break;
+                    }
                 }
             }
+            if (index < 0)
+            {
+                index = (int)(((ulong)NextRandom() * (ulong)cands.Length) >> 32);
+                if (fe.Affinity) _nat.Affinity.Set(fe.AffinityKey, key.Src, cands[index].Address, cands[index].Port, now + affinityTicks);
+            }
+            ep = cands[index];
+            // Other workers serve this client's other connections: they learn the choice (and its renewed timeout).
+            if (fe.Affinity) _nat.Steering?.AffinitySet(fe.AffinityKey, key.Src, ep.Address, ep.Port, now + affinityTicks);
         }
-        if (!found)
-        {
-            ep = cands[(int)(((ulong)NextRandom() * (ulong)cands.Length) >> 32)];
-            if (fe.Affinity) _nat.Affinity.Set(fe.AffinityKey, key.Src, ep.Address, ep.Port, now + affinityTicks);
-        }
-        // Other workers serve this client's other connections: they learn the choice (and its renewed timeout).
-        if (fe.Affinity) _nat.Steering?.AffinitySet(fe.AffinityKey, key.Src, ep.Address, ep.Port, now + affinityTicks);
         // Hairpin: a pod reaching itself through its Service is masqueraded so its reply returns through the switch.
         if (ep.Address == key.Src) snat = true;
 
         var reply = new FlowKey(ep.Address, key.Src, ep.Port, key.SrcPort, key.Proto);
+        // With several workers the connection is kept where its reply tuple hashes, so that a clash with any other
+        // connection's reply tuple (another Service or a direct connection to the same endpoint, from the same client
+        // port) is seen in one table and remapped. SNAT picks its port to hash here instead.
+        if (!snat && !decidedElsewhere && index <= MaxDecidedIndex && _nat.Steering is { } st)
+        {
+            int owner = st.Home(reply);
+            if (owner != st.Self)
+            {
+                // The decision rides in the metadata, which the receiver copies: written before the hand-off.
+                m.CtIndex = Decided | (int)rule << 24 | index;
+                if (!st.HandTo(owner, s))
+                {
+                    m.CtIndex = -1;
+                    return Drop(ref m, (int)Reason.HandOffRefused);
+                }
+                Counters.Add((int)Counter.HandedToReplyOwner);
+                return StageGraph.Consumed;
+            }
+        }
         CtStatus status = CtStatus.DstNat;
         if (snat)
         {

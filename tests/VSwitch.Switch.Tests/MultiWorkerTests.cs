@@ -165,6 +165,117 @@ public sealed class MultiWorkerTests
     }
 
     [Fact]
+    public void Two_Services_on_one_endpoint_from_one_client_port_are_told_apart_whichever_workers_decide_them()
+    {
+        // The same client port to two ClusterIPs with the same endpoint: after DNAT both connections would have the same
+        // reply tuple. The kernel remaps the second one's source port; so must the switch, whichever worker each
+        // connection's packets reach. Clients reuse a port soon after a close when the server closed first.
+        const string vip2 = "10.96.0.11";
+        Switch sw = Build();
+        sw.Apply(Svc("web", Vip, 80, 8080), Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)),
+            Svc("web2", vip2, 80, 8080), Slice("web2", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
+        const int n = 32;
+        for (int k = 0; k < n; k++)
+        {
+            ushort port = (ushort)(42000 + k);
+            Worker first = sw.W[k % 2], second = sw.W[(k / 2) % 2];
+            first.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", Vip, port, 80, TcpFlags.Syn, seq: 1));
+            sw.Run();
+            Assert.Equal(("10.244.1.2", port, "10.244.1.3", (ushort)8080), Tuple(Assert.Single(sw.Sent(w => w.B))));
+            sw.ClearTx();
+
+            second.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", vip2, port, 80, TcpFlags.Syn, seq: 7001));
+            sw.Run();
+            (string src, ushort remapped, string dst, ushort dport) = Tuple(Assert.Single(sw.Sent(w => w.B)));
+            Assert.Equal(("10.244.1.2", "10.244.1.3", (ushort)8080), (src, dst, dport));
+            Assert.NotEqual(port, remapped);
+            sw.ClearTx();
+
+            // The endpoint answers each connection; whichever worker reads the answer, it goes back as from its own
+            // Service.
+            sw.W[(k + 1) % 2].B.Inject(Tcp(PodA, PodB, "10.244.1.3", "10.244.1.2", 8080, port, TcpFlags.Syn | TcpFlags.Ack, seq: 500, ack: 2));
+            sw.Run();
+            Assert.Equal((Vip, (ushort)80, "10.244.1.2", port), Tuple(Assert.Single(sw.Sent(w => w.A))));
+            sw.ClearTx();
+            sw.W[k % 2].B.Inject(Tcp(PodA, PodB, "10.244.1.3", "10.244.1.2", 8080, remapped, TcpFlags.Syn | TcpFlags.Ack, seq: 900, ack: 7002));
+            sw.Run();
+            Assert.Equal((vip2, (ushort)80, "10.244.1.2", port), Tuple(Assert.Single(sw.Sent(w => w.A))));
+            sw.ClearTx();
+        }
+        Assert.Equal(2 * n, sw.Connections);
+        Assert.Equal(n, sw.W.Sum(w => w.Stage("conntrack", (int)ConntrackStage.Counter.PortRemap)));
+        Assert.True(sw.W.Sum(w => w.Stage("conntrack", (int)ConntrackStage.Counter.HandedToReplyOwner)) > 0);
+        Assert.Equal(0, sw.W.Sum(w => w.Dp.Graph.Drop.NonZero().Sum(d => d.Count)));
+
+        // Removing the endpoints evicts every connection; every redirect goes with them, whichever way it pointed.
+        sw.Apply(Svc("web", Vip, 80, 8080), Svc("web2", vip2, 80, 8080));
+        sw.Run();
+        Assert.Equal(0, sw.Connections);
+        Assert.Equal(0, sw.Redirects);
+    }
+
+    [Fact]
+    public void A_client_port_reused_after_a_reset_makes_a_new_connection_whose_packets_all_arrive_across_workers()
+    {
+        Switch sw = Build();
+        sw.Apply(Svc("web", Vip, 80, 8080), Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true), ("10.244.1.4", "node-1", true)));
+        for (int k = 0; k < 32; k++)
+        {
+            ushort port = (ushort)(44000 + k);
+            for (int round = 0; round < 3; round++)
+            {
+                // Whichever worker reads each packet, every one arrives: the SYN reuses the tuple of the connection the
+                // client reset in the round before.
+                Worker r1 = sw.W[(k + round) % 2], r2 = sw.W[(k / 2 + round) % 2];
+                uint seq = (uint)(1000 * round + 1);
+                r1.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", Vip, port, 80, TcpFlags.Syn, seq: seq));
+                sw.Run();
+                List<byte[]> syn = sw.Sent(w => w.B).Concat(sw.Sent(w => w.C)).ToList();
+                (string src, ushort sport, string ep, ushort dport) = Tuple(Assert.Single(syn));
+                Assert.Equal(("10.244.1.2", port, (ushort)8080), (src, sport, dport));
+                sw.ClearTx();
+                MacAddress epMac = ep == "10.244.1.3" ? PodB : PodC;
+                Worker reader = sw.W[round % 2];
+                (ep == "10.244.1.3" ? reader.B : reader.C).Inject(Tcp(PodA, epMac, ep, "10.244.1.2", 8080, port, TcpFlags.Syn | TcpFlags.Ack, seq: 77, ack: seq + 1));
+                sw.Run();
+                Assert.Equal((Vip, (ushort)80, "10.244.1.2", port), Tuple(Assert.Single(sw.Sent(w => w.A))));
+                sw.ClearTx();
+                r2.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", Vip, port, 80, TcpFlags.Ack, seq: seq + 1, ack: 78));
+                sw.Run();
+                List<byte[]> ack = sw.Sent(w => w.B).Concat(sw.Sent(w => w.C)).ToList();
+                Assert.Equal(("10.244.1.2", port, ep, (ushort)8080), Tuple(Assert.Single(ack)));
+                sw.ClearTx();
+                r1.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", Vip, port, 80, TcpFlags.Rst | TcpFlags.Ack, seq: seq + 1, ack: 78));
+                sw.Run();
+                sw.ClearTx();
+            }
+        }
+        Assert.Equal(0, sw.W.Sum(w => w.Dp.Graph.Drop.NonZero().Sum(d => d.Count)));
+    }
+
+    [Fact]
+    public void A_Service_connection_clashing_with_a_direct_connection_to_its_endpoint_is_remapped_across_workers()
+    {
+        Switch sw = Build();
+        sw.Apply(Svc("web", Vip, 80, 8080), Slice("web", 8080, IpProtocol.Tcp, ("10.244.1.3", "node-1", true)));
+        for (int k = 0; k < 32; k++)
+        {
+            ushort port = (ushort)(43000 + k);
+            sw.W[k % 2].A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", "10.244.1.3", port, 8080, TcpFlags.Syn, seq: 1));
+            sw.Run();
+            Assert.Equal(("10.244.1.2", port, "10.244.1.3", (ushort)8080), Tuple(Assert.Single(sw.Sent(w => w.B))));
+            sw.ClearTx();
+            sw.W[(k / 2) % 2].A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", Vip, port, 80, TcpFlags.Syn, seq: 5001));
+            sw.Run();
+            (_, ushort remapped, _, _) = Tuple(Assert.Single(sw.Sent(w => w.B)));
+            Assert.NotEqual(port, remapped);
+            sw.ClearTx();
+        }
+        Assert.Equal(64, sw.Connections);
+        Assert.Equal(32, sw.W.Sum(w => w.Stage("conntrack", (int)ConntrackStage.Counter.PortRemap)));
+    }
+
+    [Fact]
     public void Hairpin_snat_picks_ports_whose_replies_hash_to_the_owning_worker()
     {
         Switch sw = Build();

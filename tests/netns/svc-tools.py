@@ -9,9 +9,10 @@
       COUNT connections one after another; one line per connection: the server's answer, or
       "ERR <exception name> <seconds>" (e.g. ERR ConnectionRefusedError 0.001).
 
-  svc-tools.py connrate HOST PORT SECONDS
+  svc-tools.py connrate HOST PORT SECONDS [CLIENTS]
       New TCP connections one after another for SECONDS (connect, read the answer, close); prints
-      "<connections completed> <errors> <seconds>".
+      "<connections completed> <errors> <seconds>".  With CLIENTS > 1 (at most 64), that many client
+      processes do so at once and the line is their sum (seconds: the longest).
 
   svc-tools.py udp HOST PORT COUNT INTERVAL [SPORT] [TIMEOUT]
       COUNT datagrams from one socket (bound to SPORT when given), INTERVAL seconds apart; one line per
@@ -85,16 +86,62 @@ def conn_rate(host, port, seconds):
     start = time.monotonic()
     stop = start + seconds
     while time.monotonic() < stop:
+        t0 = time.monotonic()
+        phase = "connect"
+        s = socket.socket()
         try:
-            with socket.create_connection((host, port), timeout=2) as s:
-                s.settimeout(2)
-                if s.recv(256):
-                    done += 1
-                else:
-                    errors += 1
-        except OSError:
+            s.settimeout(2)
+            s.connect((host, port))
+            phase = "read"
+            if s.recv(256):
+                done += 1
+            else:
+                errors += 1
+                print(f"connrate: empty answer, local port {s.getsockname()[1]}", file=sys.stderr, flush=True)
+        except OSError as e:
             errors += 1
+            try:
+                local = s.getsockname()[1]
+            except OSError:
+                local = "?"
+            print(f"connrate: {type(e).__name__} in {phase} after {time.monotonic() - t0:.3f} s, local port {local}",
+                  file=sys.stderr, flush=True)
+        finally:
+            s.close()
     print(f"{done} {errors} {time.monotonic() - start:.3f}", flush=True)
+
+
+def conn_rate_parallel(host, port, seconds, clients):
+    """CLIENTS forked copies of conn_rate, each reporting its line through a pipe; their sum."""
+    import os
+    readers = []
+    for _ in range(clients):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            code = 1
+            try:
+                sys.stdout = os.fdopen(w, "w")
+                conn_rate(host, port, seconds)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        readers.append((pid, r))
+    done = errors = 0
+    longest = 0.0
+    for pid, r in readers:
+        with os.fdopen(r) as f:
+            line = f.read().split()
+        os.waitpid(pid, 0)
+        if len(line) != 3:
+            errors += 1
+            continue
+        done += int(line[0])
+        errors += int(line[1])
+        longest = max(longest, float(line[2]))
+    print(f"{done} {errors} {longest:.3f}", flush=True)
 
 
 def udp_client(host, port, count, interval, sport, timeout):
@@ -126,7 +173,14 @@ def main(argv):
     elif mode == "tcp":
         tcp_client(argv[2], int(argv[3]), int(argv[4]), float(argv[5]) if len(argv) > 5 else 2.0)
     elif mode == "connrate":
-        conn_rate(argv[2], int(argv[3]), float(argv[4]))
+        clients = int(argv[5]) if len(argv) > 5 else 1
+        if not 1 <= clients <= 64:
+            print("connrate: CLIENTS must be 1..64", file=sys.stderr)
+            return 2
+        if clients == 1:
+            conn_rate(argv[2], int(argv[3]), float(argv[4]))
+        else:
+            conn_rate_parallel(argv[2], int(argv[3]), float(argv[4]), clients)
     elif mode == "udp":
         udp_client(argv[2], int(argv[3]), int(argv[4]), float(argv[5]),
                    int(argv[6]) if len(argv) > 6 else 0, float(argv[7]) if len(argv) > 7 else 1.0)

@@ -20,7 +20,8 @@
 # Checks: both switches report two workers; ping same node and across nodes;
 # 200 ClusterIP TCP connections (endpoints on both nodes) all answered, spread
 # over all three endpoints; ClusterIP UDP; ClientIP affinity holds across
-# workers; hairpin; iperf3 TCP same node and across nodes; the steer stage
+# workers; hairpin; 4 clients opening ClusterIP connections at once; iperf3
+# TCP same node and across nodes; the steer stage
 # handed packets between workers and conntrack redirected NATed replies, with
 # no packet refused between workers; every connection listed once.
 #
@@ -255,6 +256,14 @@ if [[ "$dups" == 0 && "$listed" -ge 200 ]]; then
     pass "conntrack lists each of the $listed ClusterIP connections once, across workers"
 else
     fail "conntrack across workers: $listed listed, $dups duplicated"
+fi
+
+# Four clients opening connections at once (the services bench's capacity load): every one answered.
+read -r conns errs secs <<<"$(in_ns "$(pod_ns n1-c)" timeout 30 "$PY" "$TOOLS" connrate 10.96.0.10 80 2 4 2>"$WORK/connrate.err" || echo "0 -1 0")"
+if [[ "$errs" == 0 ]] && ((conns >= 100)); then
+    pass "4 clients at once for $secs s through a ClusterIP across two workers: $conns connections, none failed"
+else
+    fail "4 clients at once through a ClusterIP: $conns connections, $errs failed" "$WORK/connrate.err"
 fi
 
 finish
