@@ -14,18 +14,25 @@
 #
 # Load: tests/netns/svc-tools.py connrate — connect, read the server's one-line
 # answer, close, again, for DURATION seconds; the server (svc-tools.py serve)
-# answers and closes.  Client and server are pinned to CPU 1; the switch to
-# CPU 0 (the kernel datapath runs in softirq on the client/server CPU).  Each
-# datapath gets fresh namespaces.  Median of RUNS runs; every run also counts
-# failed connections.  Holds /tmp/vswitch-bench.lock for the whole run.
+# answers and closes.  Each datapath is measured twice: one client (one
+# connection at a time, so every packet's trip is on the critical path) and
+# CLIENTS client processes at once (--clients; the node's capacity for new
+# connections).  Client and server are pinned to CPU 1; the switch to CPU 0
+# (the kernel datapath runs in softirq on the client/server CPU).  Each run also
+# reads how long CPU 1 and CPU 0 were idle (cpuidle: halted) and how often CPU 1
+# went idle.  Each datapath gets fresh namespaces.  Median of RUNS runs; every
+# run also counts failed connections.  Holds /tmp/vswitch-bench.lock for the
+# whole run.
 #
 # Datapaths: kernel (above), vswitch (the shipped default: adaptive polling,
 # datapath.adaptivePollMicros 200), vswitch-poll (the same switch in polling
 # mode: datapath.busyPollMicros = --poll-us, default 100000 µs).
 #
 # Usage: perf/e2e/services-bench.sh [--runs N] [--only kernel,vswitch,vswitch-poll]
-#                                   [--duration S] [--busy-poll-us N] [--poll-us N]
-#                                   [--out FILE]
+#                                   [--duration S] [--clients N] [--busy-poll-us N]
+#                                   [--poll-us N] [--out FILE]
+#   --clients N        client processes at once in the second measurement
+#                      (2..64, default 4; 1 = measure one client only)
 #   --busy-poll-us N   the vswitch row keeps polling N µs after traffic before
 #                      sleeping (datapath.busyPollMicros; default 0)
 #   --poll-us N        the same for the vswitch-poll row (default 100000)
@@ -41,6 +48,7 @@ ALL_DATAPATHS="kernel,vswitch,vswitch-poll"
 RUNS=3
 ONLY="$ALL_DATAPATHS"
 DURATION=5
+CLIENTS=4
 BUSY_POLL_US=0
 POLL_US=100000
 OUT="$REPO/out/bench-services.md"
@@ -65,6 +73,13 @@ while (($# > 0)); do
         --duration)
             [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]?$ ]] || die "--duration needs 1..99 seconds"
             DURATION="$2"
+            shift 2
+            ;;
+        --clients)
+            if ! [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]?$ ]] || (($2 > 64)); then
+                die "--clients needs 1..64"
+            fi
+            CLIENTS="$2"
             shift 2
             ;;
         --busy-poll-us)
@@ -182,20 +197,44 @@ EOF
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 
+# cpu_halts CPU: "<µs> <entries>": the time CPU has spent idle (halted) so far and how often it went idle, summed
+# over its cpuidle states; "0 0" where the kernel has no cpuidle.
+cpu_halts() {
+    local t=0 u=0 s
+    for s in /sys/devices/system/cpu/cpu"$1"/cpuidle/state*; do
+        [[ -r "$s/time" && -r "$s/usage" ]] || continue
+        t=$((t + $(<"$s/time")))
+        u=$((u + $(<"$s/usage")))
+    done
+    printf '%s %s\n' "$t" "$u"
+}
+
+CLIENT_COUNTS=(1)
+if ((CLIENTS > 1)); then CLIENT_COUNTS+=("$CLIENTS"); fi
+
 measure() { # measure DATAPATH
-    local dp="$1" r line conns errs secs rate
+    local dp="$1" r k line conns errs secs rate lt0 lu0 lt1 lu1 st0 st1 w0 w1 idle
     start_bg "server-$dp" taskset -c "$LOAD_CPU" ip netns exec vk-s timeout 600 "$PY" "$TOOLS" serve vk-s 8080 5353 590
     wait_for 5 tcp_listening vk-s 8080 || die "server did not start"
     # Warm-up: ARP, the first connection.
     in_ns vk-c timeout 10 "$PY" "$TOOLS" tcp 10.96.0.10 80 3 >/dev/null 2>&1 || true
-    for ((r = 1; r <= RUNS; r++)); do
-        line="$(taskset -c "$LOAD_CPU" ip netns exec vk-c timeout $((DURATION + 30)) "$PY" "$TOOLS" connrate 10.96.0.10 80 "$DURATION")"
+    for k in "${CLIENT_COUNTS[@]}"; do for ((r = 1; r <= RUNS; r++)); do
+        read -r lt0 lu0 <<<"$(cpu_halts "$LOAD_CPU")"
+        read -r st0 _ <<<"$(cpu_halts "$SWITCH_CPU")"
+        w0="$(date +%s%N)"
+        line="$(taskset -c "$LOAD_CPU" ip netns exec vk-c timeout $((DURATION + 30)) "$PY" "$TOOLS" connrate 10.96.0.10 80 "$DURATION" "$k")"
+        w1="$(date +%s%N)"
+        read -r lt1 lu1 <<<"$(cpu_halts "$LOAD_CPU")"
+        read -r st1 _ <<<"$(cpu_halts "$SWITCH_CPU")"
         read -r conns errs secs <<<"$line"
         rate="$(awk -v d="$conns" -v s="$secs" 'BEGIN {printf "%.0f", d / s}')"
-        log "$dp run $r: $conns connections in $secs s = $rate/s, $errs failed"
-        printf '%s\t%s\t%s\n' "$dp" "$rate" "$errs" >>"$RESULTS"
+        # The pods' CPU: idle share of the run's wall time and idle entries per connection; the switch's CPU: idle share.
+        idle="$(awk -v lt=$((lt1 - lt0)) -v lu=$((lu1 - lu0)) -v st=$((st1 - st0)) -v w=$(((w1 - w0) / 1000)) -v c="$conns" \
+            'BEGIN {printf "%.1f\t%.2f\t%.1f", 100 * lt / w, lu / (c > 0 ? c : 1), 100 * st / w}')"
+        log "$dp, $k client(s), run $r: $conns connections in $secs s = $rate/s, $errs failed; CPU $LOAD_CPU idle %, its idle entries per connection, CPU $SWITCH_CPU idle %: ${idle//$'\t'/ }"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$dp" "$rate" "$errs" "$idle" "$k" >>"$RESULTS"
         sleep 1
-    done
+    done; done
     bg_stop "server-$dp"
 }
 
@@ -249,17 +288,26 @@ fi
 mkdir -p "$(dirname "$OUT")"
 {
     printf '# New TCP connections per second through a ClusterIP (same node)\n\n'
-    printf '%s runs of %s s each, client and server on CPU %s, switch on CPU %s (vswitch: busy poll %s µs; vswitch-poll: %s µs); median.\n\n' "$RUNS" "$DURATION" "$LOAD_CPU" "$SWITCH_CPU" "$BUSY_POLL_US" "$POLL_US"
-    printf '| datapath | connections/s (median) | runs | failed | vs kernel |\n|---|---:|---|---:|---:|\n'
-    kernel_med=""
-    if grep -q '^kernel	' "$RESULTS"; then kernel_med="$(awk -F'\t' '$1 == "kernel" {print $2}' "$RESULTS" | median)"; fi
-    for dp in "${SELECTED[@]}"; do
-        med="$(awk -F'\t' -v d="$dp" '$1 == d {print $2}' "$RESULTS" | median)"
-        runs="$(awk -F'\t' -v d="$dp" '$1 == d {printf "%s%s", (n++ ? ", " : ""), $2}' "$RESULTS")"
-        failed="$(awk -F'\t' -v d="$dp" '$1 == d {s += $3} END {print s + 0}' "$RESULTS")"
-        ratio="-"
-        if [[ -n "$kernel_med" ]]; then ratio="$(awk -v a="$med" -v b="$kernel_med" 'BEGIN {printf "%.2fx", a / b}')"; fi
-        printf '| %s | %s | %s | %s | %s |\n' "$dp" "$med" "$runs" "$failed" "$ratio"
+    printf '%s runs of %s s each, client and server on CPU %s, switch on CPU %s (vswitch: busy poll %s µs; vswitch-poll: %s µs); median.\n' "$RUNS" "$DURATION" "$LOAD_CPU" "$SWITCH_CPU" "$BUSY_POLL_US" "$POLL_US"
+    printf 'Idle = time in the CPU'"'"'s cpuidle states (halted) over the run; idle entries = how often the CPU went idle; busy = the rest, a polling switch'"'"'s spinning included.\n\n'
+    printf '| datapath | clients | connections/s (median) | runs | failed | vs kernel | CPU %s idle %% | CPU %s idle entries per connection | CPU %s idle %% | both CPUs busy, µs per connection |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n' \
+        "$LOAD_CPU" "$LOAD_CPU" "$SWITCH_CPU"
+    for k in "${CLIENT_COUNTS[@]}"; do
+        kernel_med=""
+        if awk -F'\t' -v k="$k" '$1 == "kernel" && $7 == k {f = 1} END {exit !f}' "$RESULTS"; then
+            kernel_med="$(awk -F'\t' -v k="$k" '$1 == "kernel" && $7 == k {print $2}' "$RESULTS" | median)"
+        fi
+        for dp in "${SELECTED[@]}"; do
+            sel() { awk -F'\t' -v d="$dp" -v k="$k" -v c="$1" '$1 == d && $7 == k {print $c}' "$RESULTS"; }
+            med="$(sel 2 | median)"
+            runs="$(sel 2 | paste -sd, - | sed 's/,/, /g')"
+            failed="$(sel 3 | awk '{s += $1} END {print s + 0}')"
+            ratio="-"
+            if [[ -n "$kernel_med" ]]; then ratio="$(awk -v a="$med" -v b="$kernel_med" 'BEGIN {printf "%.2fx", a / b}')"; fi
+            busy="$(awk -F'\t' -v d="$dp" -v k="$k" '$1 == d && $7 == k && $2 > 0 {printf "%.0f\n", (200 - $4 - $6) * 1e4 / $2}' "$RESULTS" | median)"
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$dp" "$k" "$med" "$runs" "$failed" "$ratio" \
+                "$(sel 4 | median)" "$(sel 5 | median)" "$(sel 6 | median)" "$busy"
+        done
     done
     if [[ -n "$SCALE_LINE" ]]; then
         read -r rd cp tot <<<"$SCALE_LINE"

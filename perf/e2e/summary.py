@@ -36,12 +36,15 @@ def load3(path):
 
 
 def load_services(path):
-    """services-bench.tsv: 'dp<TAB>connections/s<TAB>failed' per run."""
+    """services-bench.tsv: 'dp<TAB>connections/s<TAB>failed' per run, then (since stop 17) three CPU idle columns and
+    the number of clients at once: conn_per_s for one client, conn_per_s_parallel for more."""
     vals = {}
     for line in open(path):
         parts = line.rstrip("\n").split("\t")
-        if len(parts) == 3:
-            vals.setdefault(parts[0], {}).setdefault("conn_per_s", []).append(float(parts[1]))
+        if len(parts) >= 3:
+            parallel = len(parts) >= 7 and parts[6] not in ("", "1")
+            key = "conn_per_s_parallel" if parallel else "conn_per_s"
+            vals.setdefault(parts[0], {}).setdefault(key, []).append(float(parts[1]))
             vals[parts[0]].setdefault("failed", []).append(float(parts[2]))
     return vals, {}
 
@@ -91,7 +94,8 @@ def main():
         ("across nodes TCP, offloads off (Gb/s)", 2, "ovl", "kernel", None, "vswitch", None, "vswitch-rps", "tcp_gbps", "ge-kernel", 1.0),
         ("across nodes TCP, offloads on (Gb/s)", 2, "ovl", "kernel-offload", None, "vswitch-offload", None, "vswitch-offload-rps", "tcp_gbps", "ge-kernel", 0.5),
         ("across nodes ping median (ms)", 3, "ovl", "kernel", None, "vswitch", None, "vswitch-rps", "ping_ms", None, None),
-        ("ClusterIP new TCP connections/s", 0, "svc", "kernel", None, "vswitch", "vswitch-poll", None, "conn_per_s", "ge-kernel", 1.0),
+        ("ClusterIP new TCP connections/s, one client", 0, "svc", "kernel", None, "vswitch", "vswitch-poll", None, "conn_per_s", "ge-kernel", 1.0),
+        ("ClusterIP new TCP connections/s, clients at once (services-bench --clients, default 4)", 0, "svc", "kernel", None, "vswitch", "vswitch-poll", None, "conn_per_s_parallel", "ge-kernel", 1.0),
     ]
 
     def fmt(x, d):
