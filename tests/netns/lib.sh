@@ -559,6 +559,32 @@ EOF
     fi
 }
 
+# wait_idle [SECONDS]: wait (up to SECONDS, default 30) until the machine is idle (under 10 % busy over half a second:
+# time in cpuidle states, or /proc/stat without cpuidle), e.g. while the kernel frees a torn-down namespace's sockets
+# and connections in the background, so the next measurement does not share the CPUs with it. Logs how long it
+# waited when that was over a second.
+wait_idle() {
+    local waited
+    waited="$("$PY" - "${1:-30}" <<'EOF'
+import glob, os, sys, time
+states = glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpuidle/state*/time")
+cpus = len(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpuidle")) or os.cpu_count()
+def sample():
+    if states:
+        return time.monotonic() * 1e6 * cpus, sum(int(open(f).read()) for f in states)
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+start = time.monotonic()
+while time.monotonic() - start < float(sys.argv[1]):
+    t0, i0 = sample(); time.sleep(0.5); t1, i1 = sample()
+    if 1 - (i1 - i0) / max(1, t1 - t0) < 0.10:
+        break
+print("%.1f" % (time.monotonic() - start))
+EOF
+)"
+    if awk -v w="$waited" 'BEGIN {exit !(w > 1.5)}'; then log "waited ${waited} s for the machine to be idle"; fi
+}
+
 bench_lock() {
     touch "$LOCK_FILE"
     if lock_held_by_ancestor; then
