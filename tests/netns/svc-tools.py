@@ -10,7 +10,8 @@
       "ERR <exception name> <seconds>" (e.g. ERR ConnectionRefusedError 0.001).
 
   svc-tools.py connrate HOST PORT SECONDS [CLIENTS]
-      New TCP connections one after another for SECONDS (connect, read the answer, close); prints
+      New TCP connections one after another for SECONDS (connect, read the answer up to the server's
+      close, close); prints
       "<connections completed> <errors> <seconds>".  With CLIENTS > 1 (at most 64), that many client
       processes do so at once and the line is their sum (seconds: the longest).
 
@@ -94,6 +95,11 @@ def conn_rate(host, port, seconds):
             s.connect((host, port))
             phase = "read"
             if s.recv(256):
+                # Read on until the server's close, so the server closes first and keeps the TIME_WAIT: a client that
+                # closed first would hold one per connection, and with tens of thousands of them every connect()
+                # searches long for a free port.
+                while s.recv(256):
+                    pass
                 done += 1
             else:
                 errors += 1
