@@ -359,8 +359,10 @@ public sealed class ConntrackStage : Stage
 
         ServiceEndpoint ep = default;
         int index = -1;
-        bool decidedElsewhere = (carried & DecidedMask) == Decided && (carried & MaxDecidedIndex) < cands.Length;
-        if (decidedElsewhere)
+        // A packet handed here with a decision is kept here, even when the decision no longer fits this worker's
+        // Services snapshot (a reload in between) and is made again: it is never handed on a second time.
+        bool handedIn = (carried & DecidedMask) == Decided;
+        if (handedIn && (carried & MaxDecidedIndex) < cands.Length)
         {
             // The worker the original tuple hashes to chose (and told every worker of any affinity choice).
             index = carried & MaxDecidedIndex;
@@ -399,7 +401,7 @@ public sealed class ConntrackStage : Stage
         // With several workers the connection is kept where its reply tuple hashes, so that a clash with any other
         // connection's reply tuple (another Service or a direct connection to the same endpoint, from the same client
         // port) is seen in one table and remapped. SNAT picks its port to hash here instead.
-        if (!snat && !decidedElsewhere && index <= MaxDecidedIndex && _nat.Steering is { } st)
+        if (!snat && !handedIn && index <= MaxDecidedIndex && _nat.Steering is { } st)
         {
             int owner = st.Home(reply);
             if (owner != st.Self)
