@@ -294,21 +294,20 @@ mkdir -p "$(dirname "$OUT")"
     printf 'Idle = time in the CPU'"'"'s cpuidle states (halted) over the run; idle entries = how often the CPU went idle; busy = the rest, a polling switch'"'"'s spinning included.\n\n'
     printf '| datapath | clients | connections/s (median) | runs | failed | vs kernel | CPU %s idle %% | CPU %s idle entries per connection | CPU %s idle %% | both CPUs busy, µs per connection |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n' \
         "$LOAD_CPU" "$LOAD_CPU" "$SWITCH_CPU"
+    # sel DP K COLUMN: that column of every run of DP with K clients.
+    sel() { awk -F'\t' -v d="$1" -v k="$2" -v c="$3" '$1 == d && $7 == k {print $c}' "$RESULTS"; }
     for k in "${CLIENT_COUNTS[@]}"; do
         kernel_med=""
-        if awk -F'\t' -v k="$k" '$1 == "kernel" && $7 == k {f = 1} END {exit !f}' "$RESULTS"; then
-            kernel_med="$(awk -F'\t' -v k="$k" '$1 == "kernel" && $7 == k {print $2}' "$RESULTS" | median)"
-        fi
+        if [[ -n "$(sel kernel "$k" 2)" ]]; then kernel_med="$(sel kernel "$k" 2 | median)"; fi
         for dp in "${SELECTED[@]}"; do
-            sel() { awk -F'\t' -v d="$dp" -v k="$k" -v c="$1" '$1 == d && $7 == k {print $c}' "$RESULTS"; }
-            med="$(sel 2 | median)"
-            runs="$(sel 2 | paste -sd, - | sed 's/,/, /g')"
-            failed="$(sel 3 | awk '{s += $1} END {print s + 0}')"
+            med="$(sel "$dp" "$k" 2 | median)"
+            runs="$(sel "$dp" "$k" 2 | paste -sd, - | sed 's/,/, /g')"
+            failed="$(sel "$dp" "$k" 3 | awk '{s += $1} END {print s + 0}')"
             ratio="-"
             if [[ -n "$kernel_med" ]]; then ratio="$(awk -v a="$med" -v b="$kernel_med" 'BEGIN {printf "%.2fx", a / b}')"; fi
             busy="$(awk -F'\t' -v d="$dp" -v k="$k" '$1 == d && $7 == k && $2 > 0 {printf "%.0f\n", (200 - $4 - $6) * 1e4 / $2}' "$RESULTS" | median)"
             printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$dp" "$k" "$med" "$runs" "$failed" "$ratio" \
-                "$(sel 4 | median)" "$(sel 5 | median)" "$(sel 6 | median)" "$busy"
+                "$(sel "$dp" "$k" 4 | median)" "$(sel "$dp" "$k" 5 | median)" "$(sel "$dp" "$k" 6 | median)" "$busy"
         done
     done
     if [[ -n "$SCALE_LINE" ]]; then

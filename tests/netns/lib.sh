@@ -542,30 +542,10 @@ lock_held_by_ancestor() {
 }
 
 # bench_lock: take $LOCK_FILE for the rest of the script (waiting up to $LOCK_WAIT s), unless a parent already holds it.
-# check_idle: CPU use over one second from /proc/stat into BUSY_AT_START (the load average lags by a minute and
-# stays high after a previous run); warns when above 10%, since results would be noisy.
-check_idle() {
-    BUSY_AT_START="$("$PY" - <<'EOF'
-import time
-def sample():
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    return sum(v), v[3] + v[4]
-t0, i0 = sample(); time.sleep(1); t1, i1 = sample()
-print("%.0f" % (100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
-EOF
-)"
-    if ((BUSY_AT_START > 10)); then
-        log "WARNING: machine not idle (${BUSY_AT_START}% CPU busy before starting): results will be noisy"
-    fi
-}
-
-# wait_idle [SECONDS]: wait (up to SECONDS, default 30) until the machine is idle (under 10 % busy over half a second:
-# time in cpuidle states, or /proc/stat without cpuidle), e.g. while the kernel frees a torn-down namespace's sockets
-# and connections in the background, so the next measurement does not share the CPUs with it. Logs how long it
-# waited when that was over a second.
-wait_idle() {
-    local waited
-    waited="$("$PY" - "${1:-30}" <<'EOF'
+# busy_pct SECONDS: the machine's CPU use (%, rounded) over SECONDS, from the time the CPUs spent in their cpuidle
+# states, or from /proc/stat without cpuidle.
+busy_pct() {
+    "$PY" - "$1" <<'EOF'
 import glob, os, sys, time
 states = glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpuidle/state*/time")
 cpus = len(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpuidle")) or os.cpu_count()
@@ -574,15 +554,27 @@ def sample():
         return time.monotonic() * 1e6 * cpus, sum(int(open(f).read()) for f in states)
     v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
     return sum(v), v[3] + v[4]
-start = time.monotonic()
-while time.monotonic() - start < float(sys.argv[1]):
-    t0, i0 = sample(); time.sleep(0.5); t1, i1 = sample()
-    if 1 - (i1 - i0) / max(1, t1 - t0) < 0.10:
-        break
-print("%.1f" % (time.monotonic() - start))
+t0, i0 = sample(); time.sleep(float(sys.argv[1])); t1, i1 = sample()
+print("%.0f" % max(0.0, 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
 EOF
-)"
-    if awk -v w="$waited" 'BEGIN {exit !(w > 1.5)}'; then log "waited ${waited} s for the machine to be idle"; fi
+}
+
+# check_idle: CPU use over one second into BUSY_AT_START (the load average lags by a minute and stays high after a
+# previous run); warns when above 10%, since results would be noisy.
+check_idle() {
+    BUSY_AT_START="$(busy_pct 1)"
+    if ((BUSY_AT_START > 10)); then
+        log "WARNING: machine not idle (${BUSY_AT_START}% CPU busy before starting): results will be noisy"
+    fi
+}
+
+# wait_idle [SECONDS]: wait (up to SECONDS, default 30) until the machine is idle (under 10 % busy over half a
+# second), e.g. while the kernel frees a torn-down namespace's sockets and connections in the background, so the next
+# measurement does not share the CPUs with it. Logs how long it waited when that was over a second.
+wait_idle() {
+    local start=$SECONDS
+    while (($(busy_pct 0.5) >= 10 && SECONDS - start < ${1:-30})); do :; done
+    if ((SECONDS - start > 1)); then log "waited $((SECONDS - start)) s for the machine to be idle"; fi
 }
 
 bench_lock() {
