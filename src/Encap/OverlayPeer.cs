@@ -52,6 +52,21 @@ public sealed class OverlayPeer
     public long RxBytes { get; internal set; }
     /// <summary>Timestamp of the last frame received from this peer (0 = never).</summary>
     public long LastSeen { get; internal set; }
+    /// <summary>Its index in the overlay (stable for its life).</summary>
+    public int Index { get; internal set; }
+    /// <summary>Timestamp it was added at (learned peers age from it until a frame comes).</summary>
+    public long Created { get; set; }
+
+    /// <summary>Carries the counters of the peer this one replaces (an update of its address or MAC).</summary>
+    internal void TakeCounters(OverlayPeer old)
+    {
+        TxPackets = old.TxPackets;
+        TxBytes = old.TxBytes;
+        RxPackets = old.RxPackets;
+        RxBytes = old.RxBytes;
+        LastSeen = old.LastSeen;
+        Created = old.Created;
+    }
 
     /// <summary>
     /// Writes the outer IPv4/UDP/VXLAN header for an inner frame of <paramref name="innerLength"/> bytes at

@@ -79,6 +79,7 @@ public sealed class VxlanDecapStage : Stage
                     if (ov.Options.AcceptUnknownPeers && ov.Peers.Count < ov.Options.MaxPeers)
                     {
                         peer = ov.AddPeer($"learned-{new Ipv4Address(m.PeerAddr)}", new Ipv4Address(m.PeerAddr), null, MacAddress.Zero, isStatic: false);
+                        ov.Peer(peer).Created = now;
                         Counters.Add((int)Counter.PeersDiscovered);
                     }
                 }
@@ -125,7 +126,7 @@ public sealed class VxlanDecapStage : Stage
     {
         var from = new Ipv4Address((uint)r.X);
         if (r.Code == (int)Code.Rejected) return $"rejected from {from}: {DropReasonName(r.A)} (vni {r.B})";
-        string peer = r.A < _overlay.Peers.Count ? _overlay.Peers[r.A].Name : $"peer-{r.A}";
+        string peer = _overlay.PeerAt(r.A)?.Name ?? $"peer-{r.A}";
         return $"vxlan vni {r.B} from peer {peer} ({from}), inner source {new MacAddress(r.Y)}";
     }
 }

@@ -185,7 +185,7 @@ public sealed class VxlanEncapStage : Stage
             _copies[copies++] = c;
             Counters.Add((int)Counter.FloodCopies);
             if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
-                ctx.Trace.Add(m, Index, (int)Code.Flood, p, sport, op.Address.Value, _overlay.Options.Vni, ctx.Now);
+                ctx.Trace.Add(m, Index, (int)Code.Flood, op.Index, sport, op.Address.Value, _overlay.Options.Vni, ctx.Now);
         }
         return copies;
     }
@@ -229,7 +229,7 @@ public sealed class VxlanEncapStage : Stage
 
     public override string DescribeTrace(in TraceRecord r, ITraceNames names)
     {
-        string peer = r.A < _overlay.Peers.Count ? _overlay.Peers[r.A].Name : $"peer-{r.A}";
+        string peer = _overlay.PeerAt(r.A)?.Name ?? $"peer-{r.A}";
         string what = r.Code == (int)Code.Flood ? "replicated (flood) to" : "encapsulated to";
         return $"{what} peer {peer} ({new Ipv4Address((uint)r.X)}), vni {r.Y}, udp {r.B} -> {_overlay.Options.UdpPort}";
     }

@@ -106,6 +106,21 @@ public sealed class NatEngine
         return n;
     }
 
+    /// <summary>Deletes every connection that has one of <paramref name="addresses"/> at either end, before or after NAT
+    /// (a pod whose port is removed: its address may come back on another pod, which must not inherit its connections).
+    /// Returns how many.</summary>
+    public int FlushAddresses(IReadOnlySet<uint> addresses)
+    {
+        if (addresses.Count == 0) return 0;
+        int n = Conntrack.DeleteWhere(e => addresses.Contains(e.Orig.Src) || addresses.Contains(e.Orig.Dst)
+                                           || addresses.Contains(e.Reply.Src) || addresses.Contains(e.Reply.Dst));
+        Flushed += n;
+        return n;
+    }
+
+    /// <summary>Connections deleted because a pod port went away.</summary>
+    public long Flushed { get; private set; }
+
     private static bool IsUsable(Frontend f, uint addr, ushort port)
     {
         foreach (ServiceEndpoint e in f.Endpoints)

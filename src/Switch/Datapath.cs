@@ -144,33 +144,97 @@ public sealed class Datapath : IDisposable, IMeshHandler
     /// <summary>Entries removed by aging sweeps.</summary>
     public long AgedOut { get; private set; }
 
-    public ushort AddPort(IPacketPort port, PortRole role = PortRole.Access)
+    /// <summary>Adds a port (under <paramref name="id"/> when given: every worker of a switch gives a port the same id).
+    /// Before the worker starts, from any thread; once it runs, only on its thread (<see cref="InvokeAsync{T}"/>), where the
+    /// port joins the epoll set at once and the next batch sees it.</summary>
+    public ushort AddPort(IPacketPort port, PortRole role = PortRole.Access, int id = -1)
     {
-        if (IsRunning) throw new InvalidOperationException("ports are added before the worker starts");
+        RequireWorkerThread();
         if (role == PortRole.Tunnel && Overlay is null) throw new InvalidOperationException("a tunnel port needs an overlay");
         if (role is PortRole.Host or PortRole.Uplink && Router is null) throw new InvalidOperationException($"a {role} port needs routing (a pod CIDR)");
         if (role != PortRole.Access && Ports.All().Any(p => Ports.Role(p.Id) == role)) throw new InvalidOperationException($"only one {role} port");
         if (port.Offloads != PortOffloads.None && Slab.LargeCapacity == 0)
             throw new InvalidOperationException($"port '{port.Name}' has offloads and may receive 64 KB super-frames: the datapath needs large slots (DatapathOptions.LargeSlots)");
-        ushort id = Ports.Add(port, role);
+        ushort added = Ports.Add(port, role, id);
         if (role == PortRole.Tunnel)
         {
-            Overlay!.TunnelPort = id;
+            Overlay!.TunnelPort = added;
         }
-        if (role == PortRole.Host) Router!.HostPort = id;
-        if (role == PortRole.Uplink) Router!.UplinkPort = id;
+        if (role == PortRole.Host) Router!.HostPort = added;
+        if (role == PortRole.Uplink) Router!.UplinkPort = added;
         Router?.RebuildRoutes();
-        return id;
+        if (_epoll is not null && port.PollHandle >= 0) _epoll.Add(port.PollHandle, added);
+        return added;
     }
 
-    /// <summary>Adds an overlay peer (and its pod subnet route). Before the worker starts.</summary>
+    /// <summary>What removing a port flushed from this worker's tables.</summary>
+    public readonly record struct PortFlush(int MacEntries, int Neighbors, int Connections, uint[] Addresses);
+
+    /// <summary>Removes pod port <paramref name="id"/> (on the worker's thread once it runs): it leaves the epoll set, and
+    /// its MAC entries, its neighbor entries and the tracked connections of its addresses (<paramref name="addresses"/>,
+    /// plus every address a neighbor entry had on the port) are flushed, so nothing stale points at a port id that a
+    /// later port will reuse. The port's descriptors belong to whoever opened them and are not closed here.</summary>
+    public PortFlush RemovePort(int id, IReadOnlyCollection<uint> addresses)
+    {
+        RequireWorkerThread();
+        IPacketPort port = Ports[id] ?? throw new InvalidOperationException($"no port with id {id}");
+        if (Ports.Role(id) != PortRole.Access) throw new InvalidOperationException($"port '{port.Name}' is the switch's {Ports.Role(id).ToString().ToLowerInvariant()} port, not a pod port");
+        if (_epoll is not null && port.PollHandle >= 0) _epoll.Remove(port.PollHandle);
+        int macs = Macs.RemovePort((ushort)id);
+        var all = new HashSet<uint>(addresses);
+        int neighbors = 0;
+        if (Router is { } r)
+        {
+            foreach (uint ip in r.Neighbors.AddressesOn((ushort)id)) all.Add(ip);
+            neighbors = r.Neighbors.RemovePort((ushort)id);
+        }
+        int connections = Nat?.FlushAddresses(all) ?? 0;
+        Ports.Remove(id);
+        return new PortFlush(macs, neighbors, connections, [.. all]);
+    }
+
+    private void RequireWorkerThread()
+    {
+        if (_thread is not null && !_stop && Thread.CurrentThread != _thread)
+            throw new InvalidOperationException("the worker runs: change its ports on its thread (InvokeAsync)");
+    }
+
+    /// <summary>Adds an overlay peer (and its pod subnet route). Before the worker starts, or on its thread.</summary>
     public int AddPeer(string name, Ipv4Address address, Ipv4Prefix? podCidr, MacAddress vtepMac)
     {
-        if (IsRunning) throw new InvalidOperationException("peers are added before the worker starts");
+        RequireWorkerThread();
         if (Overlay is null) throw new InvalidOperationException("no overlay configured");
+        // A configured peer supersedes one learned from the same underlay address.
+        if (Overlay.TryGetPeer(address.Value, out int learned) && !Overlay.Peer(learned).IsStatic) Overlay.RemovePeer(learned);
         int i = Overlay.AddPeer(name, address, podCidr, vtepMac);
+        Overlay.Peer(i).Created = Time.GetTimestamp();
         Router?.RebuildRoutes();
         return i;
+    }
+
+    /// <summary>Gives peer <paramref name="name"/> a new underlay address, pod subnet or VTEP MAC; the routes and its prebuilt
+    /// outer header follow before the next batch. On the worker's thread.</summary>
+    public void UpdatePeer(string name, Ipv4Address address, Ipv4Prefix? podCidr, MacAddress vtepMac)
+    {
+        RequireWorkerThread();
+        if (Overlay is null) throw new InvalidOperationException("no overlay configured");
+        int i = Overlay.IndexOf(name);
+        if (i < 0) throw new KeyNotFoundException($"no peer named '{name}'");
+        Overlay.UpdatePeer(i, address, podCidr, vtepMac);
+        Router?.RebuildRoutes();
+    }
+
+    /// <summary>Removes peer <paramref name="name"/>, its route and every forwarding entry behind it. On the worker's
+    /// thread. Returns the forwarding entries removed.</summary>
+    public int RemovePeer(string name)
+    {
+        RequireWorkerThread();
+        if (Overlay is null) throw new InvalidOperationException("no overlay configured");
+        int i = Overlay.IndexOf(name);
+        if (i < 0) throw new KeyNotFoundException($"no peer named '{name}'");
+        int n = Overlay.RemovePeer(i);
+        Router?.RebuildRoutes();
+        return n;
     }
 
     /// <summary>Polls every port once and runs what arrived through the graph (tests, benchmarks, memory ports).
@@ -178,7 +242,8 @@ public sealed class Datapath : IDisposable, IMeshHandler
     public int RunOnce()
     {
         int total = FromOtherWorkers();
-        for (int p = 0; p < Ports.Count; p++) total += Poll(Ports[p]!);
+        for (int p = 0; p < Ports.Limit; p++)
+            if (Ports[p] is { } port) total += Poll(port);
         Housekeeping();
         return total;
     }
@@ -238,11 +303,17 @@ public sealed class Datapath : IDisposable, IMeshHandler
         long now = Time.GetTimestamp();
         if (now < _nextSweep) return;
         _nextSweep = now + (long)(Options.SweepInterval.TotalSeconds * Time.TimestampFrequency);
+        Volatile.Write(ref _heartbeat, now);
         AgedOut += Macs.Sweep(now);
         if (Overlay is not null) AgedOut += Overlay.Sweep(now);
         if (Nat is not null) Nat.Sweep(now);
         if (Router is not null) Router.Neighbors.Sweep(now, (long)(Router.Options.NeighborTimeout.TotalSeconds * Time.TimestampFrequency));
     }
+
+    private long _heartbeat;
+
+    /// <summary>When the worker last swept (at least once per sweep interval while its loop goes round): for /healthz.</summary>
+    public long Heartbeat => Volatile.Read(ref _heartbeat);
 
     /// <summary>The adaptive polling window as the worker last left it (read from any thread, for display).</summary>
     public AdaptivePoll PollState => _poll;
@@ -251,11 +322,12 @@ public sealed class Datapath : IDisposable, IMeshHandler
     {
         if (_thread is not null) throw new InvalidOperationException("already started");
         _epoll = new Epoll();
-        for (int p = 0; p < Ports.Count; p++)
+        for (int p = 0; p < Ports.Limit; p++)
         {
-            int fd = Ports[p]!.PollHandle;
+            int fd = Ports[p]?.PollHandle ?? -1;
             if (fd >= 0) _epoll.Add(fd, (ulong)p);
         }
+        _heartbeat = Time.GetTimestamp();
         _thread = new Thread(WorkerLoop) { IsBackground = true, Name = $"vswitch-worker-{WorkerIndex}" };
         _thread.Start();
     }
@@ -305,7 +377,8 @@ public sealed class Datapath : IDisposable, IMeshHandler
                 int still = 0;
                 for (int i = 0; i < a; i++)
                 {
-                    IPacketPort port = Ports[active[i]]!;
+                    // A port removed by a command since epoll reported it is skipped.
+                    if (Ports[active[i]] is not { } port) continue;
                     int got = Poll(port);
                     if (got > 0) lastTraffic = Context.Now;
                     frames += got;
@@ -314,7 +387,7 @@ public sealed class Datapath : IDisposable, IMeshHandler
                 a = still;
             }
             for (int i = 0; i < a && carried < carry.Length; i++)
-                if (Ports[active[i]]!.HasPending) carry[carried++] = active[i];
+                if (Ports[active[i]] is { HasPending: true }) carry[carried++] = active[i];
             if (slept) _poll.Woke(wokeAt, wokeAt - sleptUntilTraffic, frames);
             Housekeeping();
         }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using System.Diagnostics;
 using System.Globalization;
 using VSwitch.Encap;
 using VSwitch.Nat;
@@ -7,6 +8,7 @@ using VSwitch.Pipeline;
 using VSwitch.Pipeline.Stages;
 using VSwitch.Pipeline.Wire;
 using VSwitch.Switch.Config;
+using VSwitch.Switch.Control;
 using VSwitch.Switch.L3;
 using VSwitch.Tap;
 
@@ -33,7 +35,8 @@ public sealed partial class SwitchHost : IDisposable
         {
             BatchSize = config.Datapath.BatchSize,
             Slots = config.Datapath.Slots,
-            LargeSlots = UsesOffloads(config) ? 2 * config.Datapath.BatchSize : 0,
+            // Ports added while running may take super-frames too (offloads are on by default): always keep large slots.
+            LargeSlots = 2 * config.Datapath.BatchSize,
             BusyPoll = TimeSpan.FromMicroseconds(config.Datapath.BusyPollMicros),
             AdaptivePollLimit = TimeSpan.FromMicroseconds(config.Datapath.AdaptivePollMicros),
             MacTableSize = config.Bridge.MacTableSize,
@@ -55,8 +58,6 @@ public sealed partial class SwitchHost : IDisposable
 
     /// <summary>A TAP or af-packet port with offloads on (the default).</summary>
     private static bool HasOffloads(PortConfig p) => p.Type is "tap" or "af-packet" && (p.Offloads ?? true);
-
-    private static bool UsesOffloads(SwitchConfig c) => c.Ports.Any(HasOffloads) || c.Host is { Offloads: true };
 
     private static RouterOptions? BuildRouterOptions(SwitchConfig c)
     {
@@ -129,7 +130,7 @@ public sealed partial class SwitchHost : IDisposable
     /// <summary>Every worker, each with its own queue of every port.</summary>
     public IReadOnlyList<Datapath> Workers { get; }
     public string NodeName { get; }
-    public Control.ControlServer? Control { get; private set; }
+    public ControlServer? Control { get; private set; }
     /// <summary>The Service manifests being watched (null when services.manifests is unset).</summary>
     public ServiceManifests? Manifests { get; private set; }
     /// <summary>The nftables rules steering the uplink's traffic (null without an uplink).</summary>
@@ -152,18 +153,15 @@ public sealed partial class SwitchHost : IDisposable
 
     private void StartCore()
     {
+        _undo.Push(("pod ports", ClosePodPorts));
         for (int i = 0; i < Config.Ports.Count; i++)
         {
             PortConfig pc = Config.Ports[i];
-            IPacketPort[] queues = OpenPort(pc, $"ports[{i}]");
-            for (int w = 0; w < Workers.Count; w++)
-            {
-                ushort id = Workers[w].AddPort(queues[w]);
-                // Pods the switch created are its neighbors from the start (as a CNI plugin knows what it configured).
-                if (Workers[w].Router is { } r && pc.Address is not null && pc.Mac is not null
-                    && Ipv4Prefix.TryParse(pc.Address, out _, out Ipv4Address ip) && r.Options.PodCidr.Contains(ip))
-                    r.Neighbors.AddPermanent(ip, MacAddress.Parse(pc.Mac), id);
-            }
+            var rec = new PodPort { Name = pc.Name!, Origin = "config", Config = pc };
+            _pods[rec.Name] = rec;
+            _podOrder.Add(rec);
+            rec.Queues = OpenPort(pc, $"ports[{i}]", rec.Undo);
+            for (int w = 0; w < Workers.Count; w++) AttachToWorker(Workers[w], rec, w == 0 ? -1 : rec.Queues[0].Id);
         }
         if (Config.Host is { } host) OpenHostPort(host);
         if (Config.Overlay is { } overlay) OpenOverlay(overlay);
@@ -198,7 +196,11 @@ public sealed partial class SwitchHost : IDisposable
             }
             _undo.Push(("manifest watcher", Manifests.Dispose));
         }
-        Control = new Control.ControlServer(Config.Control.Socket, new Control.ControlHandler(this), _log);
+        Control = new ControlServer(Config.Control.Socket, new ControlService(this), _log, Config.Metrics?.Listen)
+        {
+            Ready = () => _ready,
+            Unhealthy = Unhealthy,
+        };
         Control.Start();
         _undo.Push(("control socket", () => Control.Dispose()));
         foreach (Datapath w in Workers)
@@ -207,6 +209,18 @@ public sealed partial class SwitchHost : IDisposable
             _undo.Push(($"worker {w.WorkerIndex}", w.Dispose));
         }
         Manifests?.StartWatching();
+        _ready = true;
+    }
+
+    private volatile bool _ready;
+
+    /// <summary>Null while every worker goes round its loop (it sweeps at least once a second), else which one is stuck.</summary>
+    private string? Unhealthy()
+    {
+        long now = Datapath.Time.GetTimestamp();
+        foreach (Datapath w in Workers)
+            if (w.IsRunning && now - w.Heartbeat > 5 * w.Time.TimestampFrequency) return $"worker {w.WorkerIndex} has not gone round its loop for over 5 s";
+        return null;
     }
 
     private void OpenHostPort(HostConfig host)
@@ -332,19 +346,20 @@ public sealed partial class SwitchHost : IDisposable
     }
 
     /// <summary>One queue of the TAP per worker (a plain TAP with one worker).</summary>
-    private TapPort[] OpenTapQueues(string name, string ifName, bool offloads)
+    private TapPort[] OpenTapQueues(string name, string ifName, bool offloads, Stack<(string What, Action Undo)>? undo = null)
     {
+        undo ??= _undo;
         var queues = new TapPort[Workers.Count];
         for (int i = 0; i < queues.Length; i++)
         {
             TapPort q = TapPort.Open(name, ifName, offloads, multiQueue: queues.Length > 1);
-            _undo.Push(($"tap {ifName}{(queues.Length > 1 ? $" queue {i}" : "")}", q.Dispose));
+            undo.Push(($"tap {ifName}{(queues.Length > 1 ? $" queue {i}" : "")}", q.Dispose));
             queues[i] = q;
         }
         return queues;
     }
 
-    private IPacketPort[] OpenPort(PortConfig pc, string at)
+    private IPacketPort[] OpenPort(PortConfig pc, string at, Stack<(string What, Action Undo)> undo)
     {
         string ifName = pc.Interface!;
         if (pc.Type == "af-packet")
@@ -353,7 +368,7 @@ public sealed partial class SwitchHost : IDisposable
                 throw new PortException($"{at}.interface: interface '{ifName}' does not exist in the switch's network namespace");
             NetNs.BringUp(ifName);
             AfPacketPort ap = AfPacketPort.Open(pc.Name!, ifName, HasOffloads(pc));
-            _undo.Push(($"af-packet {ifName}", ap.Dispose));
+            undo.Push(($"af-packet {ifName}", ap.Dispose));
             LogPortOpened(pc.Name!, "af-packet", ifName, "");
             return [ap];
         }
@@ -362,18 +377,20 @@ public sealed partial class SwitchHost : IDisposable
             if (!pc.CreateNamespace)
                 throw new PortException($"{at}.namespace: network namespace '{ns}' does not exist (create it with 'ip netns add {ns}' or set createNamespace: true)");
             NetNs.Create(ns);
-            _undo.Push(($"namespace {ns}", () => NetNs.Delete(ns)));
+            undo.Push(($"namespace {ns}", () => NetNs.Delete(ns)));
             LogNamespaceCreated(ns);
         }
         TapPort[] taps;
         try
         {
-            taps = OpenTapQueues(pc.Name!, ifName, HasOffloads(pc));
+            taps = OpenTapQueues(pc.Name!, ifName, HasOffloads(pc), undo);
         }
         catch (PortException e)
         {
             throw new PortException($"{at}: {e.Message}", e.Errno);
         }
+        // The pod's MAC as the kernel chose it, unless configured: the switch knows its pods' neighbor entries from the start.
+        _podMacs[pc.Name!] = pc.Mac ?? NetNs.MacOf(ifName);
         // Both settings are made before the TAP moves into the pod's namespace and move with the device (tun resizes
         // the ring of every queue already attached).
         string tuning = "";
@@ -391,6 +408,8 @@ public sealed partial class SwitchHost : IDisposable
         if (pc.Namespace is { } target)
         {
             NetNs.PlugIntoNamespace(ifName, target, pc.IfName, pc.Address, mtu, pc.Mac, PodGateway(pc));
+            foreach (string route in pc.Routes ?? [])
+                NetNs.Ip(["-n", target, "route", "replace", .. route.Split(' ', StringSplitOptions.RemoveEmptyEntries), "dev", pc.IfName]);
             LogPortOpened(pc.Name!, "tap", ifName, $" -> {target}/{pc.IfName} {pc.Address}{tuning}");
         }
         else
@@ -424,9 +443,337 @@ public sealed partial class SwitchHost : IDisposable
         return r.Options.PodCidr.Contains(ip) ? r.Options.Gateway.ToString() : null;
     }
 
-    private void Teardown()
+    /// <summary>A pod port the switch opened: from the config file or added through the API.</summary>
+    private sealed class PodPort
     {
-        while (_undo.TryPop(out (string What, Action Undo) u))
+        public required string Name { get; init; }
+        /// <summary>config or api.</summary>
+        public required string Origin { get; init; }
+        public required PortConfig Config { get; init; }
+        /// <summary>One queue per worker (the same port everywhere: one id on every worker).</summary>
+        public IPacketPort[] Queues { get; set; } = [];
+        /// <summary>What to undo to remove it, newest last.</summary>
+        public Stack<(string What, Action Undo)> Undo { get; } = new();
+        /// <summary>The pod's address (its connections are flushed with the port).</summary>
+        public uint[] Addresses => Config.Address is { } a && Ipv4Prefix.TryParse(a, out _, out Ipv4Address ip) ? [ip.Value] : [];
+    }
+
+    private readonly Dictionary<string, PodPort> _pods = new(StringComparer.Ordinal);
+    private readonly List<PodPort> _podOrder = [];
+    private readonly Dictionary<string, string?> _podMacs = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _portGate = new(1, 1);
+
+    /// <summary>Adds a pod port to one worker (on its thread once it runs) under <paramref name="id"/> (-1: the next
+    /// free one), with a permanent neighbor entry for the pod's address. Returns the id.</summary>
+    private ushort AttachToWorker(Datapath w, PodPort rec, int id)
+    {
+        IPacketPort q = rec.Queues[w.WorkerIndex < rec.Queues.Length ? w.WorkerIndex : 0];
+        ushort got = w.AddPort(q, PortRole.Access, id);
+        // Pods the switch created are its neighbors from the start (as a CNI plugin knows what it configured).
+        PortConfig pc = rec.Config;
+        if (w.Router is { } r && pc.Address is not null && _podMacs.GetValueOrDefault(rec.Name) is { } mac
+            && Ipv4Prefix.TryParse(pc.Address, out _, out Ipv4Address ip) && r.Options.PodCidr.Contains(ip))
+            r.Neighbors.AddPermanent(ip, MacAddress.Parse(mac), got);
+        return got;
+    }
+
+    /// <summary>Closes every pod port still open (shutdown), newest first.</summary>
+    private void ClosePodPorts()
+    {
+        for (int i = _podOrder.Count - 1; i >= 0; i--) RunUndo(_podOrder[i].Undo);
+        _podOrder.Clear();
+        _pods.Clear();
+    }
+
+    /// <summary>Where a port came from (config, api, or internal for the host interface, tunnel and uplink) and, for pod
+    /// ports, how it was asked for.</summary>
+    internal (string Origin, PortSpec? Spec) PortOrigin(string name, PortRole role)
+    {
+        if (role != PortRole.Access) return ("internal", null);
+        lock (_pods)
+        {
+            return _pods.TryGetValue(name, out PodPort? rec) ? (rec.Origin, SpecOf(rec.Config)) : ("internal", null);
+        }
+    }
+
+    private static PortSpec SpecOf(PortConfig c) => new()
+    {
+        Name = c.Name,
+        Type = c.Type,
+        Interface = c.Interface,
+        Namespace = c.Namespace,
+        IfName = c.Namespace is null ? null : c.IfName,
+        Address = c.Address,
+        Mac = c.Mac,
+        Mtu = c.Mtu,
+        Gateway = c.Gateway,
+        Routes = c.Routes,
+        Offloads = c.Offloads,
+        TxQueueLength = c.TxQueueLength,
+    };
+
+    private static PortConfig ConfigOf(PortSpec s) => new()
+    {
+        Name = s.Name,
+        Type = s.Type ?? "tap",
+        Interface = s.Interface,
+        Namespace = s.Namespace,
+        IfName = s.IfName ?? "eth0",
+        Address = s.Address,
+        Mac = s.Mac,
+        Mtu = s.Mtu,
+        Gateway = s.Gateway,
+        Routes = s.Routes,
+        Offloads = s.Offloads,
+        TxQueueLength = s.TxQueueLength,
+    };
+
+    /// <summary>
+    /// Adds a pod port while the switch forwards: the TAP is created (moved into its namespace and set up there) or the
+    /// af-packet socket opened off the workers; then every worker takes the port between two batches, under one id.
+    /// Traffic on the other ports does not wait for any of it. Errors come back as <see cref="ApiException"/>.
+    /// </summary>
+    public async Task<PortAdded> AddPortAsync(PortSpec spec)
+    {
+        var sw = Stopwatch.StartNew();
+        PortConfig pc = ConfigOf(spec);
+        await _portGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            var names = new HashSet<string>(Datapath.Ports.All().Select(p => p.Name), StringComparer.Ordinal);
+            if (pc.Name is { } n && names.Contains(n)) throw ApiException.AlreadyExists($"a port named '{n}' exists");
+            var ifaces = new HashSet<string>(Datapath.Ports.All().Select(p => p.InterfaceName).Where(i => i.Length > 0), StringComparer.Ordinal);
+            if (Config.Uplink is { } u)
+            {
+                ifaces.Add(u.Interface!);
+                ifaces.Add(u.Tap);
+            }
+            var errors = new List<string>();
+            ConfigLoader.ValidatePort(pc, "port", names, ifaces, errors);
+            if (pc.Type == "af-packet" && Workers.Count > 1) errors.Add("port.type: af-packet ports need datapath.workers 1");
+            if (pc.CreateNamespace) errors.Add("port.createNamespace: not available through the API (create the namespace first, as a container runtime does)");
+            if (errors.Count > 0) throw ApiException.Invalid(string.Join("; ", errors));
+            var rec = new PodPort { Name = pc.Name!, Origin = "api", Config = pc };
+            try
+            {
+                rec.Queues = OpenPort(pc, "port", rec.Undo);
+            }
+            catch (PortException e)
+            {
+                RunUndo(rec.Undo);
+                throw ApiException.Invalid(e.Message);
+            }
+            int id = -1;
+            var added = new List<Datapath>();
+            try
+            {
+                foreach (Datapath w in Workers)
+                {
+                    int want = id;
+                    id = await w.InvokeAsync(() => (int)AttachToWorker(w, rec, want)).ConfigureAwait(false);
+                    added.Add(w);
+                }
+            }
+            catch (InvalidOperationException e)
+            {
+                foreach (Datapath w in added) await w.InvokeAsync(() => w.RemovePort(id, [])).ConfigureAwait(false);
+                RunUndo(rec.Undo);
+                throw ApiException.Conflict(e.Message);
+            }
+            lock (_pods)
+            {
+                _pods[rec.Name] = rec;
+                _podOrder.Add(rec);
+            }
+            sw.Stop();
+            LogPortAdded(rec.Name, id, sw.Elapsed.TotalMilliseconds);
+            var service = new ControlService(this);
+            PortInfo info = await Datapath.InvokeAsync(() => service.PortOf(Datapath.Ports[id]!)).ConfigureAwait(false);
+            return new PortAdded { Port = info, Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
+        }
+        finally
+        {
+            _portGate.Release();
+        }
+    }
+
+    /// <summary>
+    /// Removes a pod port while the switch forwards: every worker drops it between two batches and flushes its MAC and
+    /// neighbor entries and the connections of its addresses; then its TAP is closed (the device goes with it) or its
+    /// socket released. Returns what was flushed.
+    /// </summary>
+    public async Task<PortRemoved> RemovePortAsync(string name)
+    {
+        var sw = Stopwatch.StartNew();
+        await _portGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            PodPort? rec;
+            lock (_pods) _pods.TryGetValue(name, out rec);
+            if (rec is null)
+            {
+                if (Datapath.Ports.Find(name) is { } p)
+                    throw ApiException.Conflict($"port '{name}' is the switch's {Datapath.Ports.Role(p.Id).ToString().ToLowerInvariant()} port; only pod ports can be removed");
+                throw ApiException.NotFound($"no port named '{name}'");
+            }
+            int id = rec.Queues[0].Id;
+            uint[] addresses = rec.Addresses;
+            int macs = 0, neighbors = 0, connections = 0;
+            var flushed = new HashSet<uint>();
+            foreach (Datapath w in Workers)
+            {
+                Datapath.PortFlush f = await w.InvokeAsync(() => w.RemovePort(id, addresses)).ConfigureAwait(false);
+                macs += f.MacEntries;
+                neighbors += f.Neighbors;
+                connections += f.Connections;
+                flushed.UnionWith(f.Addresses);
+            }
+            lock (_pods)
+            {
+                _pods.Remove(name);
+                _podOrder.Remove(rec);
+            }
+            _podMacs.Remove(name);
+            RunUndo(rec.Undo);
+            sw.Stop();
+            LogPortRemoved(name, macs, neighbors, connections, sw.Elapsed.TotalMilliseconds);
+            return new PortRemoved
+            {
+                Name = name,
+                MacEntries = macs,
+                Neighbors = neighbors,
+                Connections = connections,
+                Addresses = flushed.Order().Select(a => new Ipv4Address(a).ToString()).ToList(),
+                Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2),
+            };
+        }
+        finally
+        {
+            _portGate.Release();
+        }
+    }
+
+    private List<PeerConfig>? _peerConfigs;
+
+    /// <summary>The configured peers as they stand (config file, then API changes).</summary>
+    private List<PeerConfig> PeerConfigs => _peerConfigs ??= [.. Config.Overlay?.Peers ?? []];
+
+    /// <summary>Checks a changed peer list as the config loader would; throws <see cref="ApiException"/> (Invalid) naming
+    /// the peer's fields.</summary>
+    private void ValidatePeers(List<PeerConfig> peers, int changed)
+    {
+        if (Config.Overlay is not { } o) throw ApiException.NotFound("no overlay configured (overlay: section in the config)");
+        var probe = new SwitchConfig
+        {
+            Node = Config.Node,
+            Overlay = new OverlayConfig
+            {
+                LocalAddress = o.LocalAddress,
+                Port = o.Port,
+                Vni = o.Vni,
+                UnderlayMtu = o.UnderlayMtu,
+                Learning = o.Learning,
+                AcceptUnknownPeers = o.AcceptUnknownPeers,
+                FdbAgingSeconds = o.FdbAgingSeconds,
+                Peers = peers,
+            },
+        };
+        string at = $"overlay.peers[{changed}]";
+        List<string> errors = ConfigLoader.Validate(probe).Where(e => e.StartsWith(at, StringComparison.Ordinal)).Select(e => "peer" + e[at.Length..]).ToList();
+        if (errors.Count > 0) throw ApiException.Invalid(string.Join("; ", errors));
+    }
+
+    private static PeerConfig PeerConfigOf(PeerSpec s) => new() { Name = s.Name, Address = s.Address, PodCidr = s.PodCIDR, VtepMac = s.VtepMac };
+
+    private static PeerSpec SpecOf(PeerConfig c) => new() { Name = c.Name, Address = c.Address, PodCIDR = c.PodCidr, VtepMac = c.VtepMac };
+
+    private static (Ipv4Address Address, Ipv4Prefix? Cidr, MacAddress Vtep) Resolve(PeerConfig p)
+    {
+        Ipv4Prefix? cidr = p.PodCidr is not null && ConfigLoader.TryParseNetwork(p.PodCidr, out Ipv4Prefix pc) ? pc : null;
+        MacAddress vtep = p.VtepMac is { } v ? MacAddress.Parse(v) : cidr is { } c ? RouterOptions.DefaultRouterMac(c) : MacAddress.Zero;
+        return (Ipv4Address.Parse(p.Address!), cidr, vtep);
+    }
+
+    /// <summary>Adds an overlay peer while the switch forwards: every worker takes it, its route and its static
+    /// forwarding entry between two batches.</summary>
+    public async Task<PeerChanged> AddPeerAsync(PeerSpec spec)
+    {
+        var sw = Stopwatch.StartNew();
+        await _portGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            PeerConfig pc = PeerConfigOf(spec);
+            if (pc.Name is { } n && PeerConfigs.Any(p => p.Name == n)) throw ApiException.AlreadyExists($"a peer named '{n}' exists");
+            List<PeerConfig> candidate = [.. PeerConfigs, pc];
+            ValidatePeers(candidate, candidate.Count - 1);
+            (Ipv4Address address, Ipv4Prefix? cidr, MacAddress vtep) = Resolve(pc);
+            foreach (Datapath w in Workers) await w.InvokeAsync(() => w.AddPeer(pc.Name!, address, cidr, vtep)).ConfigureAwait(false);
+            _peerConfigs = candidate;
+            LogPeerChanged(pc.Name!, "added", pc.Address!, pc.PodCidr ?? "-");
+            return new PeerChanged { Peer = SpecOf(pc), Action = "added", Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
+        }
+        finally
+        {
+            _portGate.Release();
+        }
+    }
+
+    /// <summary>Changes a peer's underlay address, pod subnet or VTEP MAC (fields left out keep their value).</summary>
+    public async Task<PeerChanged> UpdatePeerAsync(string name, PeerSpec spec)
+    {
+        var sw = Stopwatch.StartNew();
+        await _portGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            int at = PeerConfigs.FindIndex(p => p.Name == name);
+            if (at < 0) throw ApiException.NotFound($"no configured peer named '{name}'");
+            if (spec.Name is { } other && other != name) throw ApiException.Invalid($"peer.name: '{other}' differs from the peer being changed ('{name}'); remove and add to rename");
+            PeerConfig old = PeerConfigs[at];
+            var pc = new PeerConfig { Name = name, Address = spec.Address ?? old.Address, PodCidr = spec.PodCIDR ?? old.PodCidr, VtepMac = spec.VtepMac ?? old.VtepMac };
+            List<PeerConfig> candidate = [.. PeerConfigs];
+            candidate[at] = pc;
+            ValidatePeers(candidate, at);
+            (Ipv4Address address, Ipv4Prefix? cidr, MacAddress vtep) = Resolve(pc);
+            foreach (Datapath w in Workers) await w.InvokeAsync(() => { w.UpdatePeer(name, address, cidr, vtep); return 0; }).ConfigureAwait(false);
+            _peerConfigs = candidate;
+            LogPeerChanged(name, "updated", pc.Address!, pc.PodCidr ?? "-");
+            return new PeerChanged { Peer = SpecOf(pc), Action = "updated", Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
+        }
+        finally
+        {
+            _portGate.Release();
+        }
+    }
+
+    /// <summary>Removes a peer (configured, or learned from an unknown underlay address), its route and the forwarding
+    /// entries behind it.</summary>
+    public async Task<PeerChanged> RemovePeerAsync(string name)
+    {
+        var sw = Stopwatch.StartNew();
+        await _portGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (Datapath.Overlay is null) throw ApiException.NotFound("no overlay configured (overlay: section in the config)");
+            int at = PeerConfigs.FindIndex(p => p.Name == name);
+            bool anywhere = false;
+            foreach (Datapath w in Workers) anywhere |= await w.InvokeAsync(() => w.Overlay!.IndexOf(name) >= 0).ConfigureAwait(false);
+            if (at < 0 && !anywhere) throw ApiException.NotFound($"no peer named '{name}'");
+            int fdb = 0;
+            foreach (Datapath w in Workers) fdb += await w.InvokeAsync(() => w.Overlay!.IndexOf(name) >= 0 ? w.RemovePeer(name) : 0).ConfigureAwait(false);
+            PeerSpec removed = at >= 0 ? SpecOf(PeerConfigs[at]) : new PeerSpec { Name = name };
+            if (at >= 0) _peerConfigs = PeerConfigs.Where((_, i) => i != at).ToList();
+            LogPeerChanged(name, "removed", removed.Address ?? "-", removed.PodCIDR ?? "-");
+            return new PeerChanged { Peer = removed, Action = "removed", ForwardingEntriesRemoved = fdb, Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
+        }
+        finally
+        {
+            _portGate.Release();
+        }
+    }
+
+    private void RunUndo(Stack<(string What, Action Undo)> undo)
+    {
+        while (undo.TryPop(out (string What, Action Undo) u))
         {
             try
             {
@@ -438,6 +785,8 @@ public sealed partial class SwitchHost : IDisposable
             }
         }
     }
+
+    private void Teardown() => RunUndo(_undo);
 
     public void Dispose() => Teardown();
 
@@ -455,6 +804,15 @@ public sealed partial class SwitchHost : IDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "uplink: steering rules not updated for the new Services: {Error}")]
     private partial void LogSteeringFailed(string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "port {Name} added (id {Id}) in {Ms:F1} ms")]
+    private partial void LogPortAdded(string name, int id, double ms);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "port {Name} removed: flushed {Macs} MAC entries, {Neighbors} neighbors, {Connections} connections in {Ms:F1} ms")]
+    private partial void LogPortRemoved(string name, int macs, int neighbors, int connections, double ms);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "peer {Name} {Action}: {Address}, pod CIDR {PodCidr}")]
+    private partial void LogPeerChanged(string name, string action, string address, string podCidr);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cleanup of {What} failed: {Error}")]
     private partial void LogCleanupFailed(string what, string error);

@@ -34,6 +34,13 @@ public sealed unsafe class Epoll : IDisposable
             throw PortException.FromErrno("epoll_ctl(ADD)", Marshal.GetLastPInvokeError());
     }
 
+    /// <summary>Takes <paramref name="fd"/> out of the set (before it is closed; a descriptor not in it is ignored).</summary>
+    public void Remove(int fd)
+    {
+        Native.EpollEvent e = default;
+        _ = Native.EpollCtl(_ep.Fd, Native.EPOLL_CTL_DEL, fd, &e);
+    }
+
     /// <summary>Waits up to <paramref name="timeoutMs"/> and writes ready tokens into <paramref name="tokens"/>. The wake token is consumed here.</summary>
     public int Wait(Span<ulong> tokens, int timeoutMs, out bool woken)
     {

@@ -104,6 +104,9 @@ internal static unsafe partial class Native
     [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
 
+    [LibraryImport(Libc, EntryPoint = "umask")]
+    public static partial uint Umask(uint mask);
+
     [LibraryImport(Libc, EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, byte* buf, nint count);
 

@@ -85,6 +85,20 @@ public static class NetNs
         }
     }
 
+    /// <summary>The interface's MAC address as sysfs shows it (in the switch's namespace), or null.</summary>
+    public static string? MacOf(string ifName)
+    {
+        try
+        {
+            string mac = File.ReadAllText($"/sys/class/net/{ifName}/address").Trim();
+            return mac.Length == 17 ? mac : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>The interface's MTU (0 when it does not exist).</summary>
     public static int Mtu(string ifName) =>
         int.TryParse(File.Exists($"/sys/class/net/{ifName}/mtu") ? File.ReadAllText($"/sys/class/net/{ifName}/mtu").Trim() : "", out int mtu) ? mtu : 0;

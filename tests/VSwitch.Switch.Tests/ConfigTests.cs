@@ -26,7 +26,8 @@ public sealed class ConfigTests
     [InlineData("ports:\n  - name: a\n    interface: x\n    txQueueLength: 8\n", "ports[0].txQueueLength: 8 is out of range 16..1048576")]
     [InlineData("ports:\n  - name: a\n    type: af-packet\n    interface: x\n    txQueueLength: 4000\n", "ports[0].txQueueLength: applies to tap ports only")]
     [InlineData("datapath:\n  adaptivePollMicros: 20000\nports:\n  - name: a\n    interface: x\n", "datapath.adaptivePollMicros: 20000 is out of range 0..10000")]
-    [InlineData("ports: []\n", "ports: at least one port is required")]
+    [InlineData("metrics:\n  listen: localhost\nports: []\n", "metrics.listen: 'localhost' is not an IPv4 address:port")]
+    [InlineData("ports:\n  - name: a\n    interface: x\n    namespace: p\n    routes: [10.96.0.0/12 through 10.244.1.1]\n", "ports[0].routes[0]: '10.96.0.0/12 through 10.244.1.1' is not 'prefix' or 'prefix via address'")]
     [InlineData("ports:\n  - name: a\n    interfaces: x\n", "cfg.yaml:3:5: unknown field 'interfaces' in a port (ports[])")]
     [InlineData("node:\n  nmae: n1\nports: []\n", "cfg.yaml:2:3: unknown field 'nmae' in node")]
     [InlineData("ports:\n  - name: a\n    interface: x\n    mtu: big\n", "cfg.yaml:4:10:")]
@@ -35,6 +36,13 @@ public sealed class ConfigTests
     {
         ConfigException e = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(yaml, "cfg.yaml"));
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_node_may_start_without_ports_and_get_them_through_the_api()
+    {
+        SwitchConfig c = ConfigLoader.Parse("node: {name: n1, podCIDR: 10.244.1.0/24}\nports: []\n", "cfg.yaml");
+        Assert.Empty(c.Ports);
     }
 
     [Fact]

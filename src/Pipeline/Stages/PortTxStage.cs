@@ -29,6 +29,7 @@ public sealed class PortTxStage : Stage
     private PortOffloads[] _offloads = [];
     private PortOffloads _floodOffloads;
     private int[] _scratch = [];
+    private int _version = -1;
 
     public PortTxStage(PortTable ports)
         : base("port-tx", [], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
@@ -38,16 +39,24 @@ public sealed class PortTxStage : Stage
 
     private void EnsureCapacity(int batchCapacity)
     {
-        if (_perPort.Length >= _ports.Count && (_perPort.Length == 0 || _perPort[0].Length >= batchCapacity)) return;
-        int n = Math.Max(_ports.Count, 1);
-        _perPort = new int[n][];
-        for (int i = 0; i < n; i++) _perPort[i] = new int[batchCapacity];
-        _perPortCount = new int[n];
-        _offloads = new PortOffloads[n];
-        _floodOffloads = PortOffloads.All;
-        for (int p = 0; p < _ports.Count; p++)
+        if (_version == _ports.Version && _perPort.Length > 0 && _perPort[0].Length >= batchCapacity) return;
+        // Ports were added or removed (between batches): rebuild the per-port queues and the offload view.
+        _version = _ports.Version;
+        int n = Math.Max(_ports.Limit, 1);
+        if (_perPort.Length < n || _perPort[0].Length < batchCapacity)
         {
-            _offloads[p] = _ports[p]!.Offloads;
+            int size = Math.Max(batchCapacity, _perPort.Length > 0 ? _perPort[0].Length : 0);
+            var perPort = new int[Math.Max(n, _perPort.Length)][];
+            for (int i = 0; i < perPort.Length; i++) perPort[i] = i < _perPort.Length && _perPort[i].Length >= size ? _perPort[i] : new int[size];
+            _perPort = perPort;
+            _perPortCount = new int[perPort.Length];
+        }
+        _offloads = new PortOffloads[_perPort.Length];
+        _floodOffloads = PortOffloads.All;
+        for (int p = 0; p < _ports.Limit; p++)
+        {
+            if (_ports[p] is not { } port) continue;
+            _offloads[p] = port.Offloads;
             if (_ports.Role(p) is not (PortRole.Tunnel or PortRole.Uplink)) _floodOffloads &= _offloads[p];
         }
     }
@@ -75,7 +84,7 @@ public sealed class PortTxStage : Stage
         }
         PacketMeta[] meta = slab.Meta;
         int[] slots = batch.Slots;
-        int portCount = _ports.Count;
+        int portCount = _ports.Limit;
         int count = batch.Count;
         bool traced = batch.HasTraced;
         for (int i = 0; i < count; i++)
@@ -89,7 +98,7 @@ public sealed class PortTxStage : Stage
                 int copies = 0;
                 for (int p = 0; p < portCount; p++)
                 {
-                    if (p == m.InPort || _ports.Role(p) is PortRole.Tunnel or PortRole.Uplink) continue;
+                    if (p == m.InPort || _ports[p] is null || _ports.Role(p) is PortRole.Tunnel or PortRole.Uplink) continue;
                     _perPort[p][_perPortCount[p]++] = s;
                     copies++;
                 }
@@ -97,7 +106,7 @@ public sealed class PortTxStage : Stage
                 if (traced && (m.Flags & PacketFlags.Traced) != 0) ctx.Trace.Add(m, Index, 1, o, copies, timestamp: ctx.Now);
                 next[i] = StageGraph.Consumed;
             }
-            else if (o < portCount)
+            else if (o < portCount && _ports[o] is not null)
             {
                 _perPort[o][_perPortCount[o]++] = s;
                 if (traced && (m.Flags & PacketFlags.Traced) != 0) ctx.Trace.Add(m, Index, 0, o, m.Length, timestamp: ctx.Now);

@@ -21,7 +21,17 @@ public sealed class SwitchConfig
     /// <summary>The way out of the cluster on the node address: node ports from outside, egress masquerade.</summary>
     public UplinkConfig? Uplink { get; set; }
     public ConntrackConfig Conntrack { get; set; } = new();
+    /// <summary>Optional plain-HTTP listener for Prometheus and probes.</summary>
+    public MetricsConfig? Metrics { get; set; }
     public List<PortConfig> Ports { get; set; } = [];
+}
+
+/// <summary>A TCP listener serving /metrics (Prometheus text), /healthz and /readyz over plain HTTP, as kube-proxy
+/// (:10249, :10256) and Cilium do. Off unless set.</summary>
+public sealed class MetricsConfig
+{
+    /// <summary>address:port, e.g. 198.18.0.1:10249 or 127.0.0.1:10249.</summary>
+    public string? Listen { get; set; }
 }
 
 public sealed class ServicesConfig
@@ -194,6 +204,8 @@ public sealed class PortConfig
     /// frames the pod has sent that the switch has not read yet. The kernel drops what does not fit (the pod's TX
     /// dropped counter). Default: the kernel's 1000.</summary>
     public int? TxQueueLength { get; set; }
+    /// <summary>TAP in a namespace: more routes inside it, each "prefix" (on the interface) or "prefix via address".</summary>
+    public List<string>? Routes { get; set; }
 }
 
 /// <summary>A configuration problem: which file, which field, what is wrong.</summary>
@@ -342,47 +354,12 @@ public static class ConfigLoader
             if (c.Ports.Any(p => p is { Type: "af-packet" })) errors.Add("datapath.workers: several workers need TAP ports; af-packet ports take one worker (set workers: 1)");
             if (c.Uplink is not null) errors.Add("datapath.workers: several workers are not supported with an uplink yet (set workers: 1)");
         }
-        if (c.Ports.Count == 0) errors.Add("ports: at least one port is required");
         var names = new HashSet<string>(StringComparer.Ordinal);
         var ifaces = new HashSet<string>(StringComparer.Ordinal);
-        for (int i = 0; i < c.Ports.Count; i++)
-        {
-            PortConfig p = c.Ports[i];
-            string at = $"ports[{i}]";
-            if (p is null)
-            {
-                errors.Add($"{at}: empty port entry");
-                continue;
-            }
-            if (string.IsNullOrWhiteSpace(p.Name)) errors.Add($"{at}.name: required");
-            else if (!names.Add(p.Name)) errors.Add($"{at}.name: duplicate port name '{p.Name}'");
-            if (p.Type is not ("tap" or "af-packet")) errors.Add($"{at}.type: '{p.Type}' is not one of tap, af-packet");
-            if (string.IsNullOrWhiteSpace(p.Interface)) errors.Add($"{at}.interface: required");
-            else
-            {
-                if (!IsValidIfName(p.Interface)) errors.Add($"{at}.interface: '{p.Interface}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)");
-                if (!ifaces.Add(p.Interface)) errors.Add($"{at}.interface: '{p.Interface}' is used by two ports");
-            }
-            if (p.Type == "af-packet" && (p.Namespace is not null || p.Address is not null))
-                errors.Add($"{at}: namespace/address apply to tap ports only (an af-packet port attaches to an existing interface)");
-            if (p.Namespace is not null && (p.Namespace.Length is 0 or > 64 || p.Namespace.Contains('/')))
-                errors.Add($"{at}.namespace: '{p.Namespace}' is not a valid namespace name");
-            if (p.Namespace is null && p.CreateNamespace) errors.Add($"{at}.createNamespace: set without namespace");
-            if (!IsValidIfName(p.IfName)) errors.Add($"{at}.ifName: '{p.IfName}' is not a valid interface name");
-            if (p.Address is not null && !Ipv4Prefix.TryParse(p.Address, out _, out _))
-                errors.Add($"{at}.address: '{p.Address}' is not an IPv4 address with prefix length (like 10.244.1.2/24)");
-            if (p.Mtu is < 68 or > 9000) errors.Add($"{at}.mtu: {p.Mtu} is out of range 68..9000");
-            if (p.TxQueueLength is { } qlen)
-            {
-                if (p.Type != "tap") errors.Add($"{at}.txQueueLength: applies to tap ports only (an af-packet port's interface keeps its own)");
-                else if (qlen is < MinTxQueueLength or > MaxTxQueueLength)
-                    errors.Add($"{at}.txQueueLength: {qlen} is out of range {MinTxQueueLength}..{MaxTxQueueLength}");
-            }
-            if (p.Gateway is not null && !Ipv4Address.TryParse(p.Gateway, out _)) errors.Add($"{at}.gateway: '{p.Gateway}' is not an IPv4 address");
-            if (p.Gateway is not null && p.Namespace is null) errors.Add($"{at}.gateway: applies to ports moved into a namespace only");
-            if (p.Mac is not null && (!MacAddress.TryParse(p.Mac, out MacAddress mac) || mac.IsMulticast || mac.IsZero))
-                errors.Add($"{at}.mac: '{p.Mac}' is not a unicast MAC address (like 02:00:00:00:00:01)");
-        }
+        for (int i = 0; i < c.Ports.Count; i++) ValidatePort(c.Ports[i], $"ports[{i}]", names, ifaces, errors);
+        if (c.Metrics is { } m && (m.Listen is null || !System.Net.IPEndPoint.TryParse(m.Listen, out System.Net.IPEndPoint? ep) || ep.Port == 0
+                                   || ep.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork))
+            errors.Add($"metrics.listen: '{m.Listen}' is not an IPv4 address:port (like 127.0.0.1:10249)");
         ValidateL3(c, errors, ifaces);
         ValidateServices(c, errors);
         ValidateUplink(c, errors, ifaces);
@@ -395,6 +372,64 @@ public static class ConfigLoader
             if (s.Vlan is < 0 or > 4094) errors.Add($"{at}.vlan: {s.Vlan} is out of range 0..4094");
         }
         return errors;
+    }
+
+    /// <summary>Checks one port entry (a config file's ports[] or a port added through the API); <paramref name="names"/>
+    /// and <paramref name="ifaces"/> hold the names and interfaces already taken and get this port's.</summary>
+    public static void ValidatePort(PortConfig? p, string at, HashSet<string> names, HashSet<string> ifaces, List<string> errors)
+    {
+        if (p is null)
+        {
+            errors.Add($"{at}: empty port entry");
+            return;
+        }
+        if (string.IsNullOrWhiteSpace(p.Name)) errors.Add($"{at}.name: required");
+        else if (!names.Add(p.Name)) errors.Add($"{at}.name: duplicate port name '{p.Name}'");
+        if (p.Type is not ("tap" or "af-packet")) errors.Add($"{at}.type: '{p.Type}' is not one of tap, af-packet");
+        if (string.IsNullOrWhiteSpace(p.Interface)) errors.Add($"{at}.interface: required");
+        else
+        {
+            if (!IsValidIfName(p.Interface)) errors.Add($"{at}.interface: '{p.Interface}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)");
+            if (!ifaces.Add(p.Interface)) errors.Add($"{at}.interface: '{p.Interface}' is used by two ports");
+        }
+        if (p.Type == "af-packet" && (p.Namespace is not null || p.Address is not null))
+            errors.Add($"{at}: namespace/address apply to tap ports only (an af-packet port attaches to an existing interface)");
+        if (p.Namespace is not null && (p.Namespace.Length is 0 or > 64 || p.Namespace.Contains('/')))
+            errors.Add($"{at}.namespace: '{p.Namespace}' is not a valid namespace name");
+        if (p.Namespace is null && p.CreateNamespace) errors.Add($"{at}.createNamespace: set without namespace");
+        if (!IsValidIfName(p.IfName)) errors.Add($"{at}.ifName: '{p.IfName}' is not a valid interface name");
+        if (p.Address is not null && !Ipv4Prefix.TryParse(p.Address, out _, out _))
+            errors.Add($"{at}.address: '{p.Address}' is not an IPv4 address with prefix length (like 10.244.1.2/24)");
+        if (p.Mtu is < 68 or > 9000) errors.Add($"{at}.mtu: {p.Mtu} is out of range 68..9000");
+        if (p.TxQueueLength is { } qlen)
+        {
+            if (p.Type != "tap") errors.Add($"{at}.txQueueLength: applies to tap ports only (an af-packet port's interface keeps its own)");
+            else if (qlen is < MinTxQueueLength or > MaxTxQueueLength)
+                errors.Add($"{at}.txQueueLength: {qlen} is out of range {MinTxQueueLength}..{MaxTxQueueLength}");
+        }
+        if (p.Gateway is not null && !Ipv4Address.TryParse(p.Gateway, out _)) errors.Add($"{at}.gateway: '{p.Gateway}' is not an IPv4 address");
+        if (p.Gateway is not null && p.Namespace is null) errors.Add($"{at}.gateway: applies to ports moved into a namespace only");
+        if (p.Mac is not null && (!MacAddress.TryParse(p.Mac, out MacAddress mac) || mac.IsMulticast || mac.IsZero))
+            errors.Add($"{at}.mac: '{p.Mac}' is not a unicast MAC address (like 02:00:00:00:00:01)");
+        if (p.Routes is { } routes)
+        {
+            if (p.Namespace is null && routes.Count > 0) errors.Add($"{at}.routes: apply to ports moved into a namespace only");
+            for (int r = 0; r < routes.Count; r++)
+                if (!TryParseRoute(routes[r], out _, out _)) errors.Add($"{at}.routes[{r}]: '{routes[r]}' is not 'prefix' or 'prefix via address' (like 10.96.0.0/12 via 10.244.1.1)");
+        }
+    }
+
+    /// <summary>Parses a pod route: "a.b.c.d/len" or "a.b.c.d/len via e.f.g.h".</summary>
+    public static bool TryParseRoute(string? s, out Ipv4Prefix prefix, out Ipv4Address? via)
+    {
+        via = null;
+        prefix = default;
+        string[] parts = (s ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length is not (1 or 3) || !TryParseNetwork(parts[0], out prefix)) return false;
+        if (parts.Length == 1) return true;
+        if (parts[1] != "via" || !Ipv4Address.TryParse(parts[2], out Ipv4Address v)) return false;
+        via = v;
+        return true;
     }
 
     private static void ValidateL3(SwitchConfig c, List<string> errors, HashSet<string> ifaces)

@@ -144,7 +144,14 @@ public sealed class MacTable
     }
 
     /// <summary>Removes expired dynamic entries (backward-shift deletion keeps probe chains intact). Returns how many.</summary>
-    public int Sweep(long now)
+    public int Sweep(long now) => RemoveWhere(now, static (t, ref e, now, _) => t.Expired(ref e, now), 0);
+
+    /// <summary>Removes every entry on <paramref name="port"/>, static ones too (the port is going away). Returns how many.</summary>
+    public int RemovePort(ushort port) => RemoveWhere(0, static (_, ref e, _, port) => e.Port == port, port);
+
+    private delegate bool EntryPredicate(MacTable table, ref Entry e, long now, ushort port);
+
+    private int RemoveWhere(long now, EntryPredicate remove, ushort port)
     {
         int removed = 0;
         // Start just after an empty slot so that no chain wraps past the starting point mid-deletion.
@@ -153,7 +160,7 @@ public sealed class MacTable
         for (int n = 0, i = start; n <= _mask; n++, i = (i + 1) & _mask)
         {
             ref Entry e = ref _entries[i];
-            if (e.Key != 0 && Expired(ref e, now))
+            if (e.Key != 0 && remove(this, ref e, now, port))
             {
                 RemoveAt(i);
                 removed++;

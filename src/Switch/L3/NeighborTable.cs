@@ -93,6 +93,18 @@ public sealed class NeighborTable
         return old.Count;
     }
 
+    /// <summary>The addresses whose entries point at <paramref name="port"/> (resolved, permanent or learned).</summary>
+    public List<uint> AddressesOn(ushort port) =>
+        _entries.Where(kv => kv.Value.State != NeighborState.Incomplete && kv.Value.Port == port).Select(kv => kv.Key).ToList();
+
+    /// <summary>Removes every entry on <paramref name="port"/>, permanent ones too (the port is going away). Returns how many.</summary>
+    public int RemovePort(ushort port)
+    {
+        List<uint> gone = AddressesOn(port);
+        foreach (uint ip in gone) _entries.Remove(ip);
+        return gone.Count;
+    }
+
     public List<(Ipv4Address Ip, Neighbor Entry)> Entries()
     {
         var list = _entries.Select(kv => (new Ipv4Address(kv.Key), kv.Value)).ToList();

@@ -70,11 +70,8 @@ public sealed class Router
         if (Options.ClusterCidr != Options.PodCidr) routes.Add(new Route(Options.ClusterCidr, RouteKind.Unreachable));
         if (Overlay is { } ov)
         {
-            for (int i = 0; i < ov.Peers.Count; i++)
-            {
-                OverlayPeer p = ov.Peers[i];
-                if (p.PodCidr is { } cidr) routes.Add(new Route(cidr, RouteKind.Peer, i, $"{p.Name} ({p.Address})"));
-            }
+            foreach (OverlayPeer p in ov.Peers)
+                if (p.PodCidr is { } cidr) routes.Add(new Route(cidr, RouteKind.Peer, p.Index, $"{p.Name} ({p.Address})"));
         }
         var any = new Ipv4Prefix(Ipv4Address.Any, 0);
         if (UplinkPort != PortIds.None)
