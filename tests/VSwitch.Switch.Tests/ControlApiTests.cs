@@ -47,6 +47,11 @@ public sealed class ApiFixture : IDisposable
             control: {socket: {{Socket}}}
             metrics: {listen: "127.0.0.1:{{MetricsPort}}"}
             services: {manifests: {{Manifests}}, reloadSeconds: 3600}
+            overlay:
+              localAddress: 127.0.0.1
+              port: {{FreePort()}}
+              learning: false
+              peers: [{name: node-2, address: 127.0.0.2, podCIDR: 10.244.10.0/24}]
             ports: []
             """, "api-test.yaml");
         Host = new SwitchHost(config, NullLogger.Instance);
@@ -160,7 +165,7 @@ public sealed class ControlApiTests : IClassFixture<ApiFixture>
         Assert.Contains(routes.Routes, r => r.Prefix == "10.244.9.0/24" && r.Kind == "connected");
         RoundTrip<NeighborList>(C.Send(HttpMethod.Get, "/v1/neighbors"));
         PeerList peers = RoundTrip<PeerList>(C.Send(HttpMethod.Get, "/v1/peers"));
-        Assert.False(peers.Enabled);
+        Assert.Contains(peers.Peers, p => p.Name == "node-2" && p.Address == "127.0.0.2" && p.PodCIDR == "10.244.10.0/24" && p.Static);
         ConntrackList ct = RoundTrip<ConntrackList>(C.Send(HttpMethod.Get, "/v1/conntrack?max=10"));
         Assert.Equal(262_144, ct.Capacity);
         ServiceList svc = RoundTrip<ServiceList>(C.Send(HttpMethod.Get, "/v1/services"));
@@ -276,6 +281,38 @@ public sealed class ControlApiTests : IClassFixture<ApiFixture>
     }
 
     [Fact]
+    public void Peers_are_added_changed_and_removed_through_the_api()
+    {
+        string name = NewName();
+        PeerChanged added = RoundTrip<PeerChanged>(C.Send(HttpMethod.Post, "/v1/peers",
+            JsonSerializer.Serialize(new PeerSpec { Name = name, Address = "127.0.0.3", PodCIDR = "10.244.11.0/24" }, ApiJson.Options)));
+        Assert.Equal("added", added.Action);
+        Assert.Contains(C.Get<RouteTableInfo>("/v1/routes").Routes, r => r.Prefix == "10.244.11.0/24" && r.Kind == "peer" && r.Via!.Contains("127.0.0.3", StringComparison.Ordinal));
+        // Its default VTEP MAC (0e:00 + its gateway) is a static forwarding entry.
+        Assert.Contains(C.Get<PeerList>("/v1/peers").ForwardingTable, e => e.Mac == "0e:00:0a:f4:0b:01" && e.Peer == name && e.Static);
+
+        (int code, string body) = Raw("POST", "/v1/peers", JsonSerializer.Serialize(new PeerSpec { Name = name, Address = "127.0.0.5" }, ApiJson.Options));
+        Assert.Equal(409, code);
+        Assert.Equal("AlreadyExists", Status(body).Reason);
+        (code, body) = Raw("POST", "/v1/peers", JsonSerializer.Serialize(new PeerSpec { Name = name + "x", Address = "127.0.0.6", PodCIDR = "10.244.11.0/24" }, ApiJson.Options));
+        Assert.Equal(422, code);
+        Assert.Contains("peer.podCIDR: 10.244.11.0/24 overlaps", Status(body).Message, StringComparison.Ordinal);
+        (code, body) = Raw("POST", "/v1/peers", JsonSerializer.Serialize(new PeerSpec { Name = name + "y", Address = "127.0.0.2" }, ApiJson.Options));
+        Assert.Equal(422, code);
+        Assert.Contains("is used by two peers", Status(body).Message, StringComparison.Ordinal);
+
+        PeerChanged moved = RoundTrip<PeerChanged>(C.Send(HttpMethod.Put, $"/v1/peers/{name}", """{"address":"127.0.0.4"}"""));
+        Assert.Equal(("updated", "127.0.0.4", "10.244.11.0/24"), (moved.Action, moved.Peer.Address, moved.Peer.PodCIDR));
+        Assert.Contains(C.Get<PeerList>("/v1/peers").Peers, p => p.Name == name && p.Address == "127.0.0.4");
+
+        PeerChanged removed = RoundTrip<PeerChanged>(C.Send(HttpMethod.Delete, $"/v1/peers/{name}"));
+        Assert.Equal(1, removed.ForwardingEntriesRemoved);
+        Assert.DoesNotContain(C.Get<RouteTableInfo>("/v1/routes").Routes, r => r.Prefix == "10.244.11.0/24");
+        Assert.Equal(404, Raw("DELETE", $"/v1/peers/{name}").Code);
+        Assert.Equal(404, Raw("PUT", $"/v1/peers/{name}", """{"address":"127.0.0.9"}""").Code);
+    }
+
+    [Fact]
     public void Trace_is_started_and_cleared_through_the_api()
     {
         TraceState t = RoundTrip<TraceState>(C.Send(HttpMethod.Post, "/v1/trace", """{"count":7}"""));
@@ -327,7 +364,7 @@ public sealed class ControlApiTests : IClassFixture<ApiFixture>
         string ports = Render.Ports(C.Get<List<PortInfo>>("/v1/ports"), wide: false);
         Assert.StartsWith("PORT", ports, StringComparison.Ordinal);
         string routes = Render.Routes(C.Get<RouteTableInfo>("/v1/routes"));
-        Assert.StartsWith("gateway 10.244.9.1, router MAC 0e:00:0a:f4:09:01, tunnel MTU - (no overlay)", routes, StringComparison.Ordinal);
+        Assert.StartsWith("gateway 10.244.9.1, router MAC 0e:00:0a:f4:09:01, tunnel MTU 1450", routes, StringComparison.Ordinal);
         string services = Render.Services(C.Get<ServiceList>("/v1/services"));
         Assert.Contains("default/web  http  ClusterIP  10.96.0.10:80/TCP  10.244.9.5:8080*", services, StringComparison.Ordinal);
         string ct = Render.Conntrack(C.Get<ConntrackList>("/v1/conntrack"));
