@@ -114,6 +114,14 @@ public sealed class Conntrack
     private readonly int _bucketMask;
     private readonly long[] _timeoutTicks;
     private readonly ulong _salt;
+    // The address index: every entry is on two doubly linked chains, one by its original source address (the client)
+    // and one by its reply source address (the server, after DNAT the endpoint), each in a bucket by address hash. So
+    // the connections of one address (a pod that goes, an endpoint that leaves a Service) are found without scanning the
+    // table. Link slot 2e is the entry's chain by original source, 2e+1 its chain by reply source; -1 ends a chain.
+    private readonly int[] _addrHead;
+    private readonly int[] _addrNext;
+    private readonly int[] _addrPrev;
+    private readonly int _addrMask;
 
     public Conntrack(int capacity, ConntrackTimeouts timeouts, long ticksPerSecond, ulong? salt = null)
     {
@@ -133,6 +141,12 @@ public sealed class Conntrack
         Array.Clear(_tags);
         _refs = new int[buckets * BucketSlots];
         _overflow = new ushort[buckets];
+        int addrBuckets = 1 << FlowHash.Log2Ceiling(Math.Max(16, capacity / 2));
+        _addrMask = addrBuckets - 1;
+        _addrHead = new int[addrBuckets];
+        Array.Fill(_addrHead, -1);
+        _addrNext = new int[capacity * 2];
+        _addrPrev = new int[capacity * 2];
         _timeoutTicks = new long[(int)CtState.Replied + 2];
         long T(TimeSpan t) => (long)(t.TotalSeconds * ticksPerSecond);
         _timeoutTicks[(int)CtState.SynSent] = T(timeouts.TcpSynSent);
@@ -227,9 +241,14 @@ public sealed class Conntrack
         x.Expires = now + TimeoutFor(ref x);
         if (!Insert(origHash, e * 2) || !Insert(hr, e * 2 + 1))
         {
-            Release(e, origHash, hr);
+            Remove(origHash, e * 2);
+            Remove(hr, e * 2 + 1);
+            x.Live = 0;
+            _free[_freeCount++] = e;
             return Full;
         }
+        Link(e * 2, orig.Src);
+        Link(e * 2 + 1, reply.Src);
         return e;
     }
 
@@ -271,8 +290,64 @@ public sealed class Conntrack
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int AddrBucket(uint address) => (int)(FlowHash.Mix(address ^ _salt) & (ulong)_addrMask);
+
+    private void Link(int slot, uint address)
+    {
+        ref int head = ref _addrHead[AddrBucket(address)];
+        _addrPrev[slot] = -1;
+        _addrNext[slot] = head;
+        if (head >= 0) _addrPrev[head] = slot;
+        head = slot;
+    }
+
+    private void Unlink(int slot, uint address)
+    {
+        int next = _addrNext[slot], prev = _addrPrev[slot];
+        if (prev >= 0) _addrNext[prev] = next;
+        else _addrHead[AddrBucket(address)] = next;
+        if (next >= 0) _addrPrev[next] = prev;
+    }
+
+    /// <summary>The live entries that have <paramref name="address"/> as their original or reply source (at either end
+    /// of the connection, before or after NAT: the client, and the server or endpoint), each once, found through the
+    /// address index without scanning the table. Control plane, on the worker.</summary>
+    public List<int> EntriesOf(uint address)
+    {
+        var found = new List<int>();
+        for (int slot = _addrHead[AddrBucket(address)]; slot >= 0; slot = _addrNext[slot])
+        {
+            ref CtEntry x = ref _entries[slot >> 1];
+            if (x.Live == 0) continue;
+            bool orig = (slot & 1) == 0;
+            if (orig ? x.Orig.Src == address : x.Reply.Src == address && x.Orig.Src != address) found.Add(slot >> 1);
+        }
+        return found;
+    }
+
+    /// <summary>Deletes every connection with one of <paramref name="addresses"/> at either end (see <see cref="EntriesOf"/>;
+    /// an un-NATed connection's destination is its reply source, a masqueraded one's source its original source).
+    /// Returns how many.</summary>
+    public int DeleteAddresses(IEnumerable<uint> addresses)
+    {
+        int n = 0;
+        foreach (uint a in addresses)
+        {
+            foreach (int e in EntriesOf(a))
+            {
+                if (_entries[e].Live == 0) continue;
+                Delete(e);
+                n++;
+            }
+        }
+        return n;
+    }
+
     private void Release(int e, ulong ho, ulong hr)
     {
+        Unlink(e * 2, _entries[e].Orig.Src);
+        Unlink(e * 2 + 1, _entries[e].Reply.Src);
         Remove(ho, e * 2);
         Remove(hr, e * 2 + 1);
         _entries[e].Live = 0;

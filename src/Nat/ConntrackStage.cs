@@ -471,12 +471,7 @@ public sealed class ConntrackStage : Stage
         return e < 0 ? -1 : e;
     }
 
-    private int IndexOf(Frontend fe)
-    {
-        IReadOnlyList<Frontend> all = _nat.Services.Frontends;
-        for (int i = 0; i < all.Count; i++) if (ReferenceEquals(all[i], fe)) return i;
-        return -1;
-    }
+    private static int IndexOf(Frontend fe) => fe.Id;
 
     /// <summary>Finds a source port (ICMP: id) on the reply's destination address so that the reply tuple is unused.
     /// Tries the client's own port first, then walks the range from a hash-chosen start: collision-free while the
@@ -588,8 +583,7 @@ public sealed class ConntrackStage : Stage
                 return r.X == 0 ? "" : $"  SNAT to {A(r.X)}:{r.Y}";
             case Code.NewService:
             {
-                IReadOnlyList<Frontend> fs = _nat.Services.Frontends;
-                string svc = r.A >= 0 && r.A < fs.Count ? fs[r.A].ToString() : "(a Service since replaced)";
+                string svc = _nat.Services.FindById(r.A)?.ToString() ?? "(a Service since replaced)";
                 var rule = (CtRule)(r.B & 0xFF);
                 int n = (r.B >> 8) & 0xFF;
                 string why = rule switch
@@ -605,8 +599,7 @@ public sealed class ConntrackStage : Stage
                 return $"ICMP error related to connection #{r.A} (quotes {A(r.X >> 32)}:{r.Y >> 16 & 0xFFFF} -> {A(r.X)}:{r.Y & 0xFFFF})";
             case Code.Rejected:
             {
-                IReadOnlyList<Frontend> fs = _nat.Services.Frontends;
-                string svc = r.A >= 0 && r.A < fs.Count ? $"Service {fs[r.A]}" : "no Service";
+                string svc = _nat.Services.FindById(r.A) is { } f ? $"Service {f}" : "no Service";
                 return $"refused: {svc} ({DropReasonName(r.B)}): TCP RST / ICMP port unreachable back out the ingress port";
             }
             default:

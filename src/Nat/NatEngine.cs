@@ -41,7 +41,7 @@ public sealed record NatOptions
 /// </summary>
 public sealed class NatEngine
 {
-    private volatile ServiceTable _services = ServiceTable.Empty;
+    private ServiceTable _services;
 
     public NatEngine(NatOptions options, long ticksPerSecond, IcmpRateLimiter icmpBudget)
     {
@@ -58,6 +58,7 @@ public sealed class NatEngine
             PodCidr = options.PodCidr,
             Addresses = options.NodeAddress is { } a ? [a] : [],
         };
+        _services = new ServiceTable(Node.Addresses.Select(x => x.Value));
     }
 
     public NatOptions Options { get; }
@@ -82,8 +83,62 @@ public sealed class NatEngine
     public long Evicted { get; private set; }
     public long Expired { get; private set; }
 
-    /// <summary>Compiles <paramref name="objects"/> for this node (any thread).</summary>
+    /// <summary>Compiles <paramref name="objects"/> for this node into a new table (any thread).</summary>
     public ServiceTable Compile(ClusterObjects objects) => ServiceTable.Compile(objects, Node, _services.Version + 1);
+
+    /// <summary>Compiles one Service with its EndpointSlices for this node (any thread); null <paramref name="svc"/>:
+    /// the Service is gone.</summary>
+    public ServiceDelta CompileService(string key, ServiceObject? svc, IReadOnlyList<EndpointSliceObject> slices) =>
+        new(key, svc is null ? [] : ServiceTable.CompileService(svc, slices, Node)) { Removed = svc is null };
+
+    /// <summary>Connections evicted by incremental Service changes (part of <see cref="Evicted"/>).</summary>
+    public long EvictedByDelta { get; private set; }
+
+    /// <summary>
+    /// Applies one Service's change on the worker, between batches: its frontends replace what it had, and the
+    /// connections it made to endpoints it no longer has are evicted (UDP ones also from endpoints that are listed but
+    /// no longer usable), found through the connection table's address index. Costs what the Service has and what its
+    /// removed endpoints hold, not what the table holds. Returns the connections evicted.
+    /// </summary>
+    public int ApplyDelta(ServiceDelta d)
+    {
+        Frontend[] old = _services.Replace(d.Service, d.Frontends, d.Removed);
+        int n = 0;
+        foreach (Frontend o in old)
+        {
+            Frontend? now = _services.Find(o.Key);
+            if (now is not null && now.Service != o.Service) now = null;
+            foreach (ulong ek in o.Known)
+            {
+                uint addr = (uint)(ek >> 16);
+                ushort port = (ushort)ek;
+                bool gone = now is null || !now.Known.Contains(ek);
+                if (!gone && (o.Protocol == IpProtocol.Tcp || IsUsable(now!, addr, port))) continue;
+                n += EvictTo(o, addr, port, gone);
+            }
+        }
+        Evicted += n;
+        EvictedByDelta += n;
+        return n;
+    }
+
+    /// <summary>Deletes the connections frontend <paramref name="f"/> made to endpoint addr:port (TCP ones only when the
+    /// endpoint is gone: a terminating TCP endpoint finishes what it has).</summary>
+    private int EvictTo(Frontend f, uint addr, ushort port, bool gone)
+    {
+        int n = 0;
+        foreach (int e in Conntrack.EntriesOf(addr))
+        {
+            ref CtEntry x = ref Conntrack[e];
+            if (x.Live == 0 || (x.Status & CtStatus.DstNat) == 0 || x.Reply.Src != addr || x.Reply.SrcPort != port) continue;
+            if (x.Orig.Proto != f.Protocol || x.Orig.DstPort != f.Port) continue;
+            if (x.Orig.Dst != f.Address && !(f.Address == 0 && _services.NodeAddresses.Contains(x.Orig.Dst))) continue;
+            if (!gone && x.Orig.Proto == IpProtocol.Tcp) continue;
+            Conntrack.Delete(e);
+            n++;
+        }
+        return n;
+    }
 
     /// <summary>
     /// Installs a new Service table (on the worker, between batches) and evicts the connections whose endpoint left the
@@ -94,6 +149,7 @@ public sealed class NatEngine
     /// </summary>
     public int Apply(ServiceTable table)
     {
+        // The table becomes this worker's own (each worker changes its table on its thread): give every worker its own.
         _services = table;
         int n = Conntrack.DeleteWhere(e =>
         {
@@ -112,8 +168,7 @@ public sealed class NatEngine
     public int FlushAddresses(IReadOnlySet<uint> addresses)
     {
         if (addresses.Count == 0) return 0;
-        int n = Conntrack.DeleteWhere(e => addresses.Contains(e.Orig.Src) || addresses.Contains(e.Orig.Dst)
-                                           || addresses.Contains(e.Reply.Src) || addresses.Contains(e.Reply.Dst));
+        int n = Conntrack.DeleteAddresses(addresses);
         Flushed += n;
         return n;
     }

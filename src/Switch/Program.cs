@@ -94,6 +94,7 @@ internal static partial class Cli
 
         root.Subcommands.Add(PortCommand(socket, output));
         root.Subcommands.Add(PeerCommand(socket, output));
+        root.Subcommands.Add(ServiceCommand(socket, output));
 
         return root.Parse(args).Invoke();
     }
@@ -197,6 +198,46 @@ internal static partial class Cli
         return peer;
     }
 
+    /// <summary>The <c>service</c> commands: apply a manifest, delete a Service or an EndpointSlice the API gave.</summary>
+    private static Command ServiceCommand(Option<string> socket, Option<string> output)
+    {
+        Command service = new("service", "Apply or delete Services and EndpointSlices through the API, next to the manifest directory's");
+        Option<string> file = new("--file", "-f") { Description = "A manifest (YAML or JSON, any number of Service and EndpointSlice objects); - reads standard input", Required = true };
+        Command apply = new("apply", "Apply the objects of a manifest: only the Services that change are recompiled, each worker takes them between two batches") { file, output };
+        apply.SetAction(pr =>
+        {
+            string path = pr.GetValue(file)!;
+            string text;
+            try
+            {
+                text = path == "-" ? Console.In.ReadToEnd() : File.ReadAllText(path);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"vswitch: {path}: {e.Message}");
+                return ExitConfig;
+            }
+            return Show<ServiceChangeInfo>(pr.GetValue(socket)!, pr.GetValue(output), HttpMethod.Put, "/v1/services", text, (x, _) => x.Summary + "\n", contentType: "application/yaml");
+        });
+        Argument<string> name = new("name") { Description = "NAMESPACE/NAME (namespace default when left out)" };
+        Command delete = new("delete", "Delete a Service the API gave (its EndpointSlices stay until deleted)") { name, output };
+        delete.Aliases.Add("del");
+        delete.SetAction(pr => Show<ServiceChangeInfo>(pr.GetValue(socket)!, pr.GetValue(output), HttpMethod.Delete, "/v1/services/" + NsName(pr.GetValue(name)!), null, (x, _) => x.Summary + "\n"));
+        Argument<string> sliceName = new("name") { Description = "NAMESPACE/NAME of the EndpointSlice" };
+        Command deleteSlice = new("delete-endpointslice", "Delete an EndpointSlice the API gave") { sliceName, output };
+        deleteSlice.SetAction(pr => Show<ServiceChangeInfo>(pr.GetValue(socket)!, pr.GetValue(output), HttpMethod.Delete, "/v1/endpointslices/" + NsName(pr.GetValue(sliceName)!), null, (x, _) => x.Summary + "\n"));
+        service.Subcommands.Add(apply);
+        service.Subcommands.Add(delete);
+        service.Subcommands.Add(deleteSlice);
+        return service;
+    }
+
+    private static string NsName(string s)
+    {
+        int slash = s.IndexOf('/', StringComparison.Ordinal);
+        return slash < 0 ? "default/" + Uri.EscapeDataString(s) : Uri.EscapeDataString(s[..slash]) + "/" + Uri.EscapeDataString(s[(slash + 1)..]);
+    }
+
     /// <summary>A port spec from a file: JSON or YAML, either the spec itself or a port resource holding one.</summary>
     private static PortSpec ReadPortSpec(string path)
     {
@@ -223,7 +264,7 @@ internal static partial class Cli
     };
 
     /// <summary>One request; prints the answer as a table (or wide), or the API's JSON or YAML.</summary>
-    private static int Show<T>(string socketPath, string? format, HttpMethod method, string path, string? body, Func<T, bool, string> table)
+    private static int Show<T>(string socketPath, string? format, HttpMethod method, string path, string? body, Func<T, bool, string> table, string contentType = "application/json")
     {
         if (!Render.TryParseFormat(format, out OutputFormat f))
         {
@@ -233,7 +274,7 @@ internal static partial class Cli
         try
         {
             using var client = new ControlClient(socketPath);
-            string json = client.Send(method, path, body);
+            string json = client.Send(method, path, body, contentType);
             Console.Out.Write(f switch
             {
                 OutputFormat.Json => json.EndsWith('\n') ? json : json + "\n",

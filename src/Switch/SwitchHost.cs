@@ -131,8 +131,8 @@ public sealed partial class SwitchHost : IDisposable
     public IReadOnlyList<Datapath> Workers { get; }
     public string NodeName { get; }
     public ControlServer? Control { get; private set; }
-    /// <summary>The Service manifests being watched (null when services.manifests is unset).</summary>
-    public ServiceManifests? Manifests { get; private set; }
+    /// <summary>The node's Services, from the watched manifests and the API (null without a services: section).</summary>
+    public ServiceCatalog? Services { get; private set; }
     /// <summary>The nftables rules steering the uplink's traffic (null without an uplink).</summary>
     public UplinkSteering? Steering { get; private set; }
 
@@ -176,15 +176,15 @@ public sealed partial class SwitchHost : IDisposable
                     throw new ConfigException($"bridge.staticMacs[{i}]: MAC table full (bridge.macTableSize {Config.Bridge.MacTableSize})");
             }
         }
-        if (Config.Services is { Manifests: { } manifests } sc)
+        if (Config.Services is { } sc)
         {
             _ = ConfigLoader.TryParsePortRange(sc.NodePortRange, out ushort npMin, out ushort npMax);
-            Manifests = new ServiceManifests(manifests, new ManifestOptions { NodePortMin = npMin, NodePortMax = npMax }, Workers,
+            Services = new ServiceCatalog(sc.Manifests, new ManifestOptions { NodePortMin = npMin, NodePortMax = npMax }, Workers,
                 TimeSpan.FromSeconds(sc.ReloadSeconds), _log);
-            if (Steering is not null) Manifests.Installed = UpdateSteering;
+            if (Steering is not null) Services.Installed = UpdateSteering;
             try
             {
-                Manifests.LoadInitial();
+                Services.LoadInitial();
             }
             catch (ManifestException e)
             {
@@ -192,9 +192,9 @@ public sealed partial class SwitchHost : IDisposable
             }
             catch (IOException e)
             {
-                throw new ConfigException($"services.manifests: {manifests}: {e.Message}");
+                throw new ConfigException($"services.manifests: {sc.Manifests}: {e.Message}");
             }
-            _undo.Push(("manifest watcher", Manifests.Dispose));
+            _undo.Push(("manifest watcher", Services.Dispose));
         }
         Control = new ControlServer(Config.Control.Socket, new ControlService(this), _log, Config.Metrics?.Listen)
         {
@@ -208,7 +208,7 @@ public sealed partial class SwitchHost : IDisposable
             w.Start();
             _undo.Push(($"worker {w.WorkerIndex}", w.Dispose));
         }
-        Manifests?.StartWatching();
+        Services?.StartWatching();
         _ready = true;
     }
 
@@ -333,7 +333,7 @@ public sealed partial class SwitchHost : IDisposable
             LogEphemeralOverlap(lo, hi, min, max);
     }
 
-    private void UpdateSteering(ServiceTable table)
+    private void UpdateSteering(IReadOnlyList<Frontend> table)
     {
         try
         {

@@ -115,7 +115,7 @@ public sealed class UplinkSteering : IDisposable
 
     /// <summary>Replaces the steered node ports and external frontends with those of <paramref name="services"/>, in
     /// one transaction. A failure is kept in <see cref="LastError"/> and thrown.</summary>
-    public void Update(ServiceTable services)
+    public void Update(IReadOnlyList<Frontend> services)
     {
         string commands = SetCommands(services, out int nodePorts, out int external);
         // Called only by the manifest loader, one load at a time; the context serializes its own calls.
@@ -134,12 +134,12 @@ public sealed class UplinkSteering : IDisposable
     }
 
     /// <summary>The nft commands that make the steered sets those of <paramref name="services"/>.</summary>
-    public static string SetCommands(ServiceTable services, out int nodePorts, out int external)
+    public static string SetCommands(IReadOnlyList<Frontend> services, out int nodePorts, out int external)
     {
         var tcp = new SortedSet<ushort>();
         var udp = new SortedSet<ushort>();
         var ext = new SortedSet<string>(StringComparer.Ordinal);
-        foreach (Frontend f in services.Frontends)
+        foreach (Frontend f in services)
         {
             string? proto = f.Protocol switch { IpProtocol.Tcp => "tcp", IpProtocol.Udp => "udp", _ => null };
             if (proto is null) continue;

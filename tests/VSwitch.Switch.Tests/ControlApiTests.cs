@@ -313,6 +313,51 @@ public sealed class ControlApiTests : IClassFixture<ApiFixture>
     }
 
     [Fact]
+    public void Services_are_applied_and_deleted_through_the_api()
+    {
+        string name = NewName();
+        string manifest = $$$"""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: {{{name}}}, namespace: default}
+            spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80, targetPort: 8080}]}
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: {{{name}}}-1, namespace: default, labels: {kubernetes.io/service-name: {{{name}}}}}
+            addressType: IPv4
+            endpoints: [{addresses: [10.244.9.7]}, {addresses: [10.244.9.8]}]
+            ports: [{name: http, port: 8080}]
+            """;
+        ServiceChangeInfo applied = RoundTrip<ServiceChangeInfo>(C.Send(HttpMethod.Put, "/v1/services", manifest, "application/yaml"));
+        Assert.Equal($"default/{name}", Assert.Single(applied.Changed));
+        FrontendInfo f = Assert.Single(C.Get<ServiceList>("/v1/services").Frontends, x => x.Service == $"default/{name}");
+        Assert.Equal(("10.96.0.30", 2), (f.Address, f.Endpoints.Count));
+        // The same objects again change nothing; one endpoint less changes that one Service.
+        Assert.Empty(ControlClient.Parse<ServiceChangeInfo>(C.Send(HttpMethod.Put, "/v1/services", manifest, "application/yaml")).Changed);
+        ServiceChangeInfo one = ControlClient.Parse<ServiceChangeInfo>(C.Send(HttpMethod.Put, "/v1/services",
+            manifest.Replace("{addresses: [10.244.9.7]}, ", "", StringComparison.Ordinal), "application/yaml"));
+        Assert.Single(one.Changed);
+        Assert.Single(C.Get<ServiceList>("/v1/services").Frontends, x => x.Service == $"default/{name}").Endpoints.ToList().ForEach(e => Assert.Equal("10.244.9.8", e.Address));
+
+        // The manifest directory's objects are its own; a bad manifest names its field.
+        (int code, string body) = Raw("PUT", "/v1/services", "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.96.0.11, ports: [{port: 80}]}\n");
+        Assert.Equal(422, code);
+        Assert.Contains("Service default/web is owned by the manifest directory", Status(body).Message, StringComparison.Ordinal);
+        (code, body) = Raw("PUT", "/v1/services", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {clusterIP: 10.96.0.12, ports: [{port: 70000}]}\n");
+        Assert.Equal(422, code);
+        Assert.Contains("70000 is not a port", Status(body).Message, StringComparison.Ordinal);
+        Assert.Equal(409, Raw("DELETE", "/v1/services/default/web").Code);
+
+        ServiceChangeInfo deleted = RoundTrip<ServiceChangeInfo>(C.Send(HttpMethod.Delete, $"/v1/services/default/{name}"));
+        Assert.Equal($"default/{name}", Assert.Single(deleted.Changed));
+        Assert.DoesNotContain(C.Get<ServiceList>("/v1/services").Frontends, x => x.Service == $"default/{name}");
+        Assert.Equal(404, Raw("DELETE", $"/v1/services/default/{name}").Code);
+        Assert.Equal(200, Raw("DELETE", $"/v1/endpointslices/default/{name}-1").Code);
+        Assert.Equal(404, Raw("DELETE", $"/v1/endpointslices/default/{name}-1").Code);
+    }
+
+    [Fact]
     public void Trace_is_started_and_cleared_through_the_api()
     {
         TraceState t = RoundTrip<TraceState>(C.Send(HttpMethod.Post, "/v1/trace", """{"count":7}"""));
@@ -326,7 +371,7 @@ public sealed class ControlApiTests : IClassFixture<ApiFixture>
     {
         ReloadResult r = RoundTrip<ReloadResult>(C.Send(HttpMethod.Post, "/v1/services/reload"));
         Assert.True(r.Applied);
-        Assert.Contains("applied 1 Service(s)", r.Result, StringComparison.Ordinal);
+        Assert.Contains("read 1 Service(s)", r.Result, StringComparison.Ordinal);
         string broken = Path.Combine(_f.Manifests, "zz-broken.yaml");
         File.WriteAllText(broken, "apiVersion: v1\nkind: Service\nmetadata: {name: broken}\nspec:\n  clusterIP: 10.96.0.99\n  ports: [{port: 70000}]\n");
         try

@@ -610,7 +610,7 @@ public sealed class ServiceNatTests
         Node n = Build();
         n.Apply(Svc("web", Vip, 80, 8080, type: ServiceType.NodePort, nodePort: 30080, externalIPs: ["198.18.1.10"]),
             Svc("dns", "10.96.0.11", 53, 5353, proto: IpProtocol.Udp, type: ServiceType.NodePort, nodePort: 30053));
-        string sets = Switch.UplinkSteering.SetCommands(n.Nat.Services, out int nodePorts, out int external);
+        string sets = Switch.UplinkSteering.SetCommands(n.Nat.Services.Frontends, out int nodePorts, out int external);
         Assert.Equal((2, 1), (nodePorts, external));
         Assert.Contains("nodeports_tcp { 30080 }", sets, StringComparison.Ordinal);
         Assert.Contains("external { 198.18.1.10 . tcp . 80 }", sets, StringComparison.Ordinal);

@@ -48,10 +48,10 @@ public sealed class ControlClient : IDisposable
     }
 
     /// <summary>Sends a request and returns the body of a successful answer (JSON, or text for metrics).</summary>
-    public string Send(HttpMethod method, string path, string? jsonBody = null)
+    public string Send(HttpMethod method, string path, string? body = null, string contentType = "application/json")
     {
         using var req = new HttpRequestMessage(method, path);
-        if (jsonBody is not null) req.Content = new StringContent(jsonBody, Encoding.UTF8, new MediaTypeHeaderValue("application/json"));
+        if (body is not null) req.Content = new StringContent(body, Encoding.UTF8, new MediaTypeHeaderValue(contentType));
         HttpResponseMessage resp;
         try
         {
@@ -71,19 +71,19 @@ public sealed class ControlClient : IDisposable
         }
         using (resp)
         {
-            string body = resp.Content.ReadAsStringAsync().GetAwaiter().GetResult();
-            if (resp.IsSuccessStatusCode) return body;
+            string answer = resp.Content.ReadAsStringAsync().GetAwaiter().GetResult();
+            if (resp.IsSuccessStatusCode) return answer;
             ApiStatus? status = null;
             try
             {
-                status = JsonSerializer.Deserialize<ApiStatus>(body, ApiJson.Options);
+                status = JsonSerializer.Deserialize<ApiStatus>(answer, ApiJson.Options);
             }
             catch (JsonException)
             {
             }
             throw status is { Message: not null }
                 ? new ApiException(status.Code, status.Reason, status.Message)
-                : new ApiException((int)resp.StatusCode, resp.StatusCode.ToString(), $"HTTP {(int)resp.StatusCode}: {body.Trim()}");
+                : new ApiException((int)resp.StatusCode, resp.StatusCode.ToString(), $"HTTP {(int)resp.StatusCode}: {answer.Trim()}");
         }
     }
 

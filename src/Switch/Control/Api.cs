@@ -293,6 +293,10 @@ public sealed record FrontendEndpoint(string Address, int Port, bool Local);
 
 public sealed record ReloadResult(bool Applied, string Result);
 
+/// <summary>What a change to the Services did: the Services that changed, the connections evicted, the milliseconds spent
+/// compiling (off the workers), applying (the longest any worker took) and in all.</summary>
+public sealed record ServiceChangeInfo(List<string> Changed, int Evicted, double CompileMilliseconds, double WorkerMilliseconds, double TotalMilliseconds, string Summary);
+
 public sealed record UplinkInfo(string Underlay, string NodeAddress, int NodePorts, int ExternalFrontends, string Tap, string? LastError, string Rules);
 
 public sealed record CounterReport

@@ -181,6 +181,23 @@ public sealed partial class ControlServer : IDisposable
         v1.MapGet("/conntrack", (HttpRequest req) => Run(() => s.Connections(IntQuery(req, "max", 1000, 1, 10_000_000))));
         v1.MapGet("/services", () => Run(s.Services));
         v1.MapPost("/services/reload", () => Run(s.Reload));
+        // A manifest (YAML or JSON) with any number of Service and EndpointSlice objects, as kubectl apply takes.
+        v1.MapPut("/services", async (HttpRequest req) =>
+        {
+            string text;
+            try
+            {
+                using var reader = new StreamReader(req.Body);
+                text = await reader.ReadToEndAsync().ConfigureAwait(false);
+            }
+            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e)
+            {
+                return Error(new ApiException(e.StatusCode, e.StatusCode == 413 ? "RequestEntityTooLarge" : "BadRequest", e.Message));
+            }
+            return Run(() => s.ApplyServices(text));
+        });
+        v1.MapDelete("/services/{ns}/{name}", (string ns, string name) => Run(() => s.DeleteServiceObject("Service", ns, name)));
+        v1.MapDelete("/endpointslices/{ns}/{name}", (string ns, string name) => Run(() => s.DeleteServiceObject("EndpointSlice", ns, name)));
         v1.MapGet("/uplink", () => Run(s.Uplink));
         v1.MapGet("/counters", () => Run(s.Counters));
         v1.MapGet("/graph", () => Run(s.Graph));

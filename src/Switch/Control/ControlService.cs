@@ -305,17 +305,17 @@ public sealed class ControlService
     public ServiceList Services()
     {
         if (Datapath.Nat is not { } nat) return new ServiceList { Enabled = false };
-        ServiceTable t = OnWorker(() => nat.Services);
+        (IReadOnlyList<Frontend> frontends, int count, long version) = OnWorker(() => (nat.Services.Frontends, nat.Services.ServiceCount, nat.Services.Version));
         return new ServiceList
         {
             Enabled = true,
             ServiceCIDR = nat.Options.ServiceCidr?.ToString(),
             NodeAddress = nat.Options.NodeAddress?.ToString(),
-            Services = t.Source.Services.Count,
-            Version = t.Version,
-            LastLoad = _host.Manifests?.LastResult,
-            LastError = _host.Manifests?.LastError,
-            Frontends = t.Frontends.Select(f => new FrontendInfo
+            Services = count,
+            Version = version,
+            LastLoad = _host.Services?.LastResult,
+            LastError = _host.Services?.LastError,
+            Frontends = frontends.Select(f => new FrontendInfo
             {
                 Service = f.Service,
                 PortName = f.PortName,
@@ -335,10 +335,47 @@ public sealed class ControlService
     /// <summary>Re-reads the Service manifests now.</summary>
     public ReloadResult Reload()
     {
-        if (_host.Manifests is not { } mf) throw ApiException.NotFound("no services.manifests configured");
+        if (_host.Services is not { HasManifests: true } mf) throw ApiException.NotFound("no services.manifests configured");
         mf.Reload();
         return mf.LastError is null ? new ReloadResult(true, mf.LastResult) : throw ApiException.Invalid($"{mf.LastError}\n(kept the Services in force)");
     }
+
+    /// <summary>Applies Services and EndpointSlices from a manifest (YAML or JSON, any number of objects) given to the API.</summary>
+    public ServiceChangeInfo ApplyServices(string manifest)
+    {
+        ServiceCatalog c = Catalog();
+        try
+        {
+            return Info(c.Apply(manifest));
+        }
+        catch (VSwitch.Nat.Cluster.ManifestException e)
+        {
+            throw ApiException.Invalid(e.Message);
+        }
+    }
+
+    /// <summary>Deletes a Service or an EndpointSlice the API gave.</summary>
+    public ServiceChangeInfo DeleteServiceObject(string kind, string ns, string name)
+    {
+        ServiceCatalog c = Catalog();
+        try
+        {
+            return Info(c.Delete(kind, $"{ns}/{name}"));
+        }
+        catch (KeyNotFoundException e)
+        {
+            throw ApiException.NotFound(e.Message);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw ApiException.Conflict(e.Message);
+        }
+    }
+
+    private ServiceCatalog Catalog() => _host.Services ?? throw ApiException.NotFound("Service NAT is off (no services: section in the config)");
+
+    private static ServiceChangeInfo Info(ServiceChange c) =>
+        new(c.Changed, c.Evicted, Math.Round(c.CompileMs, 3), Math.Round(c.WorkerMs, 3), Math.Round(c.TotalMs, 3), c.Summary);
 
     /// <summary>The uplink's steering rules as the kernel has them, with their packet counters.</summary>
     public UplinkInfo Uplink()
