@@ -173,6 +173,40 @@ public sealed class NatEngine
         return n;
     }
 
+    /// <summary>The live connections with the seconds each has left, for saving across a restart (on the worker).</summary>
+    public List<SavedConnection> Export(long now)
+    {
+        var list = new List<SavedConnection>(Conntrack.Count);
+        foreach ((int _, CtEntry e) in Conntrack.Snapshot())
+        {
+            long left = e.Expires - now;
+            if (left <= 0) continue;
+            list.Add(new SavedConnection(e.Orig, e.Reply, e.State, e.Status & ~(CtStatus.Redirected | CtStatus.RedirectedOrig), e.Rule, e.Fins,
+                left * 1000 / TicksPerSecond, e.Packets0, e.Bytes0, e.Packets1, e.Bytes1));
+        }
+        return list;
+    }
+
+    /// <summary>Puts a saved connection back (on the worker that will keep it: with several workers, the one its reply
+    /// tuple hashes to), with its timeout counted from <paramref name="now"/>; other workers are told to hand it its
+    /// packets. False when the table has no room or the tuple is taken.</summary>
+    public bool Import(in SavedConnection c, long now)
+    {
+        int e = Conntrack.Create(c.Orig, c.Reply, c.State, now);
+        if (e < 0) return false;
+        ref CtEntry x = ref Conntrack[e];
+        x.Status = c.Status;
+        x.Rule = c.Rule;
+        x.Fins = c.Fins;
+        x.Packets0 = c.Packets0;
+        x.Bytes0 = c.Bytes0;
+        x.Packets1 = c.Packets1;
+        x.Bytes1 = c.Bytes1;
+        x.Expires = now + Math.Max(1, c.MillisecondsLeft * TicksPerSecond / 1000);
+        Steering?.Created(ref x);
+        return true;
+    }
+
     /// <summary>Connections deleted because a pod port went away.</summary>
     public long Flushed { get; private set; }
 
@@ -205,6 +239,10 @@ public sealed class NatEngine
         NatRewrite.Apply(ip, (ctRef & 1) == 0 ? e.Orig : e.Reply);
     }
 }
+
+/// <summary>A tracked connection as saved across a restart of the switch (conntrackd's and Cilium's pinned maps' job).</summary>
+public readonly record struct SavedConnection(FlowKey Orig, FlowKey Reply, CtState State, CtStatus Status, CtRule Rule, byte Fins,
+    long MillisecondsLeft, long Packets0, long Bytes0, long Packets1, long Bytes1);
 
 /// <summary>
 /// sessionAffinity: ClientIP — which endpoint a client got, per Service port, until the timeout passes without use.

@@ -39,6 +39,13 @@ public sealed class ServiceStore
         EndpointSlices = [.. _slices.Values.Select(v => v.Obj)],
     };
 
+    /// <summary>The objects one source holds.</summary>
+    public ClusterObjects Of(string source) => new()
+    {
+        Services = [.. _services.Values.Where(v => v.Source == source).Select(v => v.Obj)],
+        EndpointSlices = [.. _slices.Values.Where(v => v.Source == source).Select(v => v.Obj)],
+    };
+
     /// <summary>Objects of other sources that <paramref name="objects"/> would collide with, one line each.</summary>
     public List<string> Conflicts(string source, ClusterObjects objects, bool replaceAll = false)
     {

@@ -286,6 +286,9 @@ public sealed class Datapath : IDisposable, IMeshHandler
         return total;
     }
 
+    /// <summary>Applies the messages other workers sent this one (before the workers start, or on its thread).</summary>
+    public int ApplyMessages() => Mesh?.DrainMessages(WorkerIndex, this) ?? 0;
+
     /// <summary>A message from another worker (on this worker's thread).</summary>
     public void Handle(in MeshMessage m)
     {

@@ -139,6 +139,23 @@ public sealed partial class ServiceCatalog : IDisposable
         }
     }
 
+    /// <summary>The objects the API gave (what the state directory keeps).</summary>
+    public ClusterObjects ApiObjects()
+    {
+        lock (_gate) return _store.Of(ApiSource);
+    }
+
+    /// <summary>Puts back what the API had given before a restart (at start, before the workers run).</summary>
+    public void Restore(ClusterObjects objects)
+    {
+        lock (_gate)
+        {
+            List<string> conflicts = _store.Conflicts(ApiSource, objects);
+            if (conflicts.Count > 0) LogRejected("state", $"some Services the API gave now collide and are left out: {string.Join("; ", conflicts)}");
+            Install(_store.Upsert(ApiSource, objects), $"restored {objects.Services.Count} Service(s), {objects.EndpointSlices.Count} EndpointSlice(s) the API had given", Stopwatch.StartNew());
+        }
+    }
+
     /// <summary>Deletes a Service or an EndpointSlice the API gave. Throws <see cref="KeyNotFoundException"/> when there
     /// is none, <see cref="InvalidOperationException"/> when the manifest directory owns it.</summary>
     public ServiceChange Delete(string kind, string key)

@@ -153,6 +153,15 @@ public sealed partial class SwitchHost : IDisposable
 
     private void StartCore()
     {
+        State = new StateDirectory(Config.State.Directory);
+        _restored = State.Load(NodeName, out string? rejected);
+        if (rejected is not null) LogStateRejected(rejected);
+        // Peers the API changed win over the config file's list.
+        if (_restored?.Peers is { } peers)
+        {
+            _peerConfigs = peers.Select(PeerConfigOf).ToList();
+            _peersChanged = true;
+        }
         _undo.Push(("pod ports", ClosePodPorts));
         for (int i = 0; i < Config.Ports.Count; i++)
         {
@@ -176,6 +185,8 @@ public sealed partial class SwitchHost : IDisposable
                     throw new ConfigException($"bridge.staticMacs[{i}]: MAC table full (bridge.macTableSize {Config.Bridge.MacTableSize})");
             }
         }
+        // Pods added through the API before a restart: their TAPs outlived the switch; take them up again.
+        foreach (SavedPort sp in _restored?.Ports ?? []) Reattach(sp);
         if (Config.Services is { } sc)
         {
             _ = ConfigLoader.TryParsePortRange(sc.NodePortRange, out ushort npMin, out ushort npMax);
@@ -195,7 +206,11 @@ public sealed partial class SwitchHost : IDisposable
                 throw new ConfigException($"services.manifests: {sc.Manifests}: {e.Message}");
             }
             _undo.Push(("manifest watcher", Services.Dispose));
+            if (_restored is { } r && (r.Services.Count > 0 || r.EndpointSlices.Count > 0))
+                Services.Restore(new ClusterObjects { Services = r.Services, EndpointSlices = r.EndpointSlices });
+            RestoreConnections();
         }
+        SaveState();
         Control = new ControlServer(Config.Control.Socket, new ControlService(this), _log, Config.Metrics?.Listen)
         {
             Ready = () => _ready,
@@ -213,6 +228,124 @@ public sealed partial class SwitchHost : IDisposable
     }
 
     private volatile bool _ready;
+    private NodeState? _restored;
+    private bool _peersChanged;
+
+    /// <summary>The state directory: what the API changed, and the connections saved at shutdown.</summary>
+    public StateDirectory? State { get; private set; }
+
+    /// <summary>Writes what the API changed (pods, peers, Services) to the state directory; a failure is logged, the
+    /// change stands.</summary>
+    internal void SaveState()
+    {
+        if (State is null) return;
+        List<SavedPort> ports;
+        lock (_pods) ports = _podOrder.Where(p => p.Origin == "api").Select(p => new SavedPort(SpecOf(p.Config), _podMacs.GetValueOrDefault(p.Name))).ToList();
+        ClusterObjects api = Services?.ApiObjects() ?? ClusterObjects.Empty;
+        var state = new NodeState
+        {
+            Node = NodeName,
+            Ports = ports,
+            Peers = _peersChanged ? PeerConfigs.Select(SpecOf).ToList() : null,
+            Services = [.. api.Services],
+            EndpointSlices = [.. api.EndpointSlices],
+        };
+        try
+        {
+            State.Save(state);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogStateNotSaved(State.StateFile, e.Message);
+        }
+    }
+
+    /// <summary>Puts the connections saved at the last shutdown back, each on the worker that keeps it, before the workers
+    /// start: NATed connections (a ClusterIP, masquerade) go on where they were.</summary>
+    private void RestoreConnections()
+    {
+        if (State is null || Datapath.Nat is null) return;
+        List<SavedConnection> saved = State.TakeConntrack(out string? rejected);
+        if (rejected is not null) LogStateRejected(rejected);
+        if (saved.Count == 0) return;
+        long now = Datapath.Time.GetTimestamp();
+        int restored = 0;
+        for (int i = 0; i < saved.Count; i++)
+        {
+            SavedConnection c = saved[i];
+            Datapath w = Datapath.Mesh is { } mesh ? Workers[Datapath.Nat.Steering!.Home(c.Reply)] : Datapath;
+            if (w.Nat!.Import(c, now)) restored++;
+            // Redirect messages queue between workers that do not run yet: apply them as they come.
+            if (Datapath.Mesh is not null && i % 256 == 255) foreach (Datapath x in Workers) x.ApplyMessages();
+        }
+        foreach (Datapath x in Workers) x.ApplyMessages();
+        LogConnectionsRestored(restored, saved.Count, State.ConntrackFile);
+    }
+
+    /// <summary>Saves the tracked connections of every worker (at shutdown, before the workers stop).</summary>
+    private void SaveConnections()
+    {
+        if (State is null || Datapath.Nat is null || !Datapath.IsRunning) return;
+        try
+        {
+            Task<List<SavedConnection>>[] parts = Workers.Select(w => w.InvokeAsync(() => w.Nat!.Export(w.Time.GetTimestamp()))).ToArray();
+            if (!Task.WaitAll(parts, TimeSpan.FromSeconds(5))) return;
+            List<SavedConnection> all = parts.SelectMany(t => t.Result).ToList();
+            State.SaveConntrack(all);
+            LogConnectionsSaved(all.Count, State.ConntrackFile);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogStateNotSaved(State.ConntrackFile, e.Message);
+        }
+    }
+
+    /// <summary>Takes up a pod port added through the API before a restart: its persistent TAP is attached again where it
+    /// is (in the pod's namespace), untouched, so the pod keeps its interface, address and routes. A pod whose namespace
+    /// or interface is gone is dropped (logged).</summary>
+    private void Reattach(SavedPort sp)
+    {
+        PortConfig pc = ConfigOf(sp.Spec);
+        var rec = new PodPort { Name = pc.Name!, Origin = "api", Config = pc };
+        try
+        {
+            if (pc.Type == "af-packet")
+            {
+                rec.Queues = OpenPort(pc, $"port {pc.Name}", rec.Undo);
+            }
+            else
+            {
+                if (pc.Namespace is { } ns && !NetNs.Exists(ns)) throw new PortException($"its network namespace '{ns}' is gone");
+                string ifName = pc.Namespace is null ? pc.Interface! : pc.IfName;
+                var queues = new IPacketPort[Workers.Count];
+                for (int i = 0; i < queues.Length; i++)
+                {
+                    TapPort q = pc.Namespace is { } inNs
+                        ? NetNs.Inside(inNs, () => TapPort.Open(pc.Name!, ifName, HasOffloads(pc), multiQueue: true))
+                        : TapPort.Open(pc.Name!, ifName, HasOffloads(pc), multiQueue: true);
+                    rec.Undo.Push(($"tap {ifName} queue {i}", q.Dispose));
+                    queues[i] = q;
+                    if (q.Created) throw new PortException($"its interface {ifName} is gone");
+                }
+                ((TapPort)queues[0]).SetPersistent(true);
+                rec.Queues = queues;
+            }
+        }
+        catch (PortException e)
+        {
+            RunUndo(rec.Undo);
+            LogPortNotReattached(pc.Name!, e.Message);
+            return;
+        }
+        _podMacs[rec.Name] = sp.Mac;
+        lock (_pods)
+        {
+            _pods[rec.Name] = rec;
+            _podOrder.Add(rec);
+        }
+        for (int w = 0; w < Workers.Count; w++) AttachToWorker(Workers[w], rec, w == 0 ? -1 : rec.Queues[0].Id);
+        LogPortReattached(rec.Name, pc.Namespace ?? "-");
+    }
 
     /// <summary>Null while every worker goes round its loop (it sweeps at least once a second), else which one is stuck.</summary>
     private string? Unhealthy()
@@ -274,7 +407,7 @@ public sealed partial class SwitchHost : IDisposable
             _undo.Push(("overlay socket", tunnel.Dispose));
             w.AddPort(tunnel, PortRole.Tunnel);
             w.Overlay!.UseSourcePorts(tunnel.SourcePorts);
-            foreach (PeerConfig p in o.Peers)
+            foreach (PeerConfig p in PeerConfigs)
             {
                 Ipv4Prefix? cidr = null;
                 if (p.PodCidr is not null && ConfigLoader.TryParseNetwork(p.PodCidr, out Ipv4Prefix pc)) cidr = pc;
@@ -283,7 +416,7 @@ public sealed partial class SwitchHost : IDisposable
                 w.AddPeer(p.Name!, Ipv4Address.Parse(p.Address!), cidr, vtep);
             }
         }
-        LogOverlay(oo.LocalAddress.ToString(), oo.UdpPort, oo.Vni, o.Peers.Count, oo.Learning ? "on" : "off",
+        LogOverlay(oo.LocalAddress.ToString(), oo.UdpPort, oo.Vni, PeerConfigs.Count, oo.Learning ? "on" : "off",
             tunnel.Gso ? $"udp gso from {tunnel.SourcePorts.Count} source ports" : "udp gso unavailable", tunnel.Gro ? "on" : "unavailable");
     }
 
@@ -346,20 +479,20 @@ public sealed partial class SwitchHost : IDisposable
     }
 
     /// <summary>One queue of the TAP per worker (a plain TAP with one worker).</summary>
-    private TapPort[] OpenTapQueues(string name, string ifName, bool offloads, Stack<(string What, Action Undo)>? undo = null)
+    private TapPort[] OpenTapQueues(string name, string ifName, bool offloads, Stack<(string What, Action Undo)>? undo = null, bool multiQueue = false)
     {
         undo ??= _undo;
         var queues = new TapPort[Workers.Count];
         for (int i = 0; i < queues.Length; i++)
         {
-            TapPort q = TapPort.Open(name, ifName, offloads, multiQueue: queues.Length > 1);
+            TapPort q = TapPort.Open(name, ifName, offloads, multiQueue: multiQueue || queues.Length > 1);
             undo.Push(($"tap {ifName}{(queues.Length > 1 ? $" queue {i}" : "")}", q.Dispose));
             queues[i] = q;
         }
         return queues;
     }
 
-    private IPacketPort[] OpenPort(PortConfig pc, string at, Stack<(string What, Action Undo)> undo)
+    private IPacketPort[] OpenPort(PortConfig pc, string at, Stack<(string What, Action Undo)> undo, bool persistent = false)
     {
         string ifName = pc.Interface!;
         if (pc.Type == "af-packet")
@@ -383,7 +516,10 @@ public sealed partial class SwitchHost : IDisposable
         TapPort[] taps;
         try
         {
-            taps = OpenTapQueues(pc.Name!, ifName, HasOffloads(pc), undo);
+            taps = OpenTapQueues(pc.Name!, ifName, HasOffloads(pc), undo, multiQueue: persistent);
+            // A pod added through the API keeps its interface when the switch stops (a restart or upgrade takes it up
+            // again); it is a multi-queue TAP whatever the worker count, so any worker count can attach to it.
+            if (persistent) taps[0].SetPersistent(true);
         }
         catch (PortException e)
         {
@@ -556,7 +692,7 @@ public sealed partial class SwitchHost : IDisposable
             var rec = new PodPort { Name = pc.Name!, Origin = "api", Config = pc };
             try
             {
-                rec.Queues = OpenPort(pc, "port", rec.Undo);
+                rec.Queues = OpenPort(pc, "port", rec.Undo, persistent: true);
             }
             catch (PortException e)
             {
@@ -587,6 +723,7 @@ public sealed partial class SwitchHost : IDisposable
             }
             sw.Stop();
             LogPortAdded(rec.Name, id, sw.Elapsed.TotalMilliseconds);
+            SaveState();
             var service = new ControlService(this);
             PortInfo info = await Datapath.InvokeAsync(() => service.PortOf(Datapath.Ports[id]!)).ConfigureAwait(false);
             return new PortAdded { Port = info, Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
@@ -634,7 +771,20 @@ public sealed partial class SwitchHost : IDisposable
                 _podOrder.Remove(rec);
             }
             _podMacs.Remove(name);
+            // The pod's TAP goes with its port.
+            if (rec.Queues.Length > 0 && rec.Queues[0] is TapPort { Persistent: true } tap)
+            {
+                try
+                {
+                    tap.SetPersistent(false);
+                }
+                catch (PortException e)
+                {
+                    LogCleanupFailed($"tap {tap.InterfaceName}", e.Message);
+                }
+            }
             RunUndo(rec.Undo);
+            if (rec.Origin == "api") SaveState();
             sw.Stop();
             LogPortRemoved(name, macs, neighbors, connections, sw.Elapsed.TotalMilliseconds);
             return new PortRemoved
@@ -709,6 +859,8 @@ public sealed partial class SwitchHost : IDisposable
             (Ipv4Address address, Ipv4Prefix? cidr, MacAddress vtep) = Resolve(pc);
             foreach (Datapath w in Workers) await w.InvokeAsync(() => w.AddPeer(pc.Name!, address, cidr, vtep)).ConfigureAwait(false);
             _peerConfigs = candidate;
+            _peersChanged = true;
+            SaveState();
             LogPeerChanged(pc.Name!, "added", pc.Address!, pc.PodCidr ?? "-");
             return new PeerChanged { Peer = SpecOf(pc), Action = "added", Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
         }
@@ -736,6 +888,8 @@ public sealed partial class SwitchHost : IDisposable
             (Ipv4Address address, Ipv4Prefix? cidr, MacAddress vtep) = Resolve(pc);
             foreach (Datapath w in Workers) await w.InvokeAsync(() => { w.UpdatePeer(name, address, cidr, vtep); return 0; }).ConfigureAwait(false);
             _peerConfigs = candidate;
+            _peersChanged = true;
+            SaveState();
             LogPeerChanged(name, "updated", pc.Address!, pc.PodCidr ?? "-");
             return new PeerChanged { Peer = SpecOf(pc), Action = "updated", Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
         }
@@ -761,7 +915,12 @@ public sealed partial class SwitchHost : IDisposable
             int fdb = 0;
             foreach (Datapath w in Workers) fdb += await w.InvokeAsync(() => w.Overlay!.IndexOf(name) >= 0 ? w.RemovePeer(name) : 0).ConfigureAwait(false);
             PeerSpec removed = at >= 0 ? SpecOf(PeerConfigs[at]) : new PeerSpec { Name = name };
-            if (at >= 0) _peerConfigs = PeerConfigs.Where((_, i) => i != at).ToList();
+            if (at >= 0)
+            {
+                _peerConfigs = PeerConfigs.Where((_, i) => i != at).ToList();
+                _peersChanged = true;
+                SaveState();
+            }
             LogPeerChanged(name, "removed", removed.Address ?? "-", removed.PodCIDR ?? "-");
             return new PeerChanged { Peer = removed, Action = "removed", ForwardingEntriesRemoved = fdb, Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
         }
@@ -788,7 +947,13 @@ public sealed partial class SwitchHost : IDisposable
 
     private void Teardown() => RunUndo(_undo);
 
-    public void Dispose() => Teardown();
+    /// <summary>Stops the switch: saves the tracked connections and the state, then removes what it created (pods added
+    /// through the API keep their interfaces).</summary>
+    public void Dispose()
+    {
+        SaveConnections();
+        Teardown();
+    }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "port {Name}: {Kind} {Interface}{Detail}")]
     private partial void LogPortOpened(string name, string kind, string @interface, string detail);
@@ -813,6 +978,24 @@ public sealed partial class SwitchHost : IDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "peer {Name} {Action}: {Address}, pod CIDR {PodCidr}")]
     private partial void LogPeerChanged(string name, string action, string address, string podCidr);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "state: {Reason}; starting clean")]
+    private partial void LogStateRejected(string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "state: cannot write {File}: {Error}")]
+    private partial void LogStateNotSaved(string file, string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "state: restored {Restored} of {Saved} connection(s) from {File}")]
+    private partial void LogConnectionsRestored(int restored, int saved, string file);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "state: saved {Count} connection(s) to {File}")]
+    private partial void LogConnectionsSaved(int count, string file);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "port {Name}: taken up again in namespace {Namespace} (its TAP outlived the last run)")]
+    private partial void LogPortReattached(string name, string @namespace);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "port {Name}: not taken up again: {Error}; dropped")]
+    private partial void LogPortNotReattached(string name, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cleanup of {What} failed: {Error}")]
     private partial void LogCleanupFailed(string what, string error);

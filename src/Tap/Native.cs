@@ -78,6 +78,10 @@ internal static unsafe partial class Native
 
     public const ulong TUNSETIFF = 0x400454ca;
     public const ulong TUNGETIFF = 0x800454d2;
+    /// <summary>_IOW('T', 203, int): keep (1) or drop (0) the device when the last descriptor closes.</summary>
+    public const ulong TUNSETPERSIST = 0x400454cb;
+    public const int O_RDONLY = 0x0;
+    public const int CLONE_NEWNET = 0x40000000;
     public const short IFF_TAP = 0x0002;
     public const short IFF_NO_PI = 0x1000;
     public const short IFF_MULTI_QUEUE = 0x0100;
@@ -103,6 +107,9 @@ internal static unsafe partial class Native
 
     [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
+
+    [LibraryImport(Libc, EntryPoint = "setns", SetLastError = true)]
+    public static partial int Setns(int fd, int nstype);
 
     [LibraryImport(Libc, EntryPoint = "umask")]
     public static partial uint Umask(uint mask);

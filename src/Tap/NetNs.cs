@@ -10,7 +10,58 @@ public static class NetNs
 {
     public static string IpCommand { get; set; } = "ip";
 
-    public static bool Exists(string ns) => File.Exists(Path.Combine("/run/netns", ns));
+    public static bool Exists(string ns) => File.Exists(PathOf(ns));
+
+    /// <summary>The file of a network namespace: a name under /run/netns, or a path as it is.</summary>
+    public static string PathOf(string ns) => ns.Contains('/') ? ns : Path.Combine("/run/netns", ns);
+
+    /// <summary>Runs <paramref name="f"/> on a thread of its own that has entered network namespace <paramref name="ns"/>
+    /// (setns moves the calling thread only); what it creates there (a TAP descriptor, a socket) stays bound to that
+    /// namespace. The thread returns to the switch's namespace and ends.</summary>
+    public static T Inside<T>(string ns, Func<T> f)
+    {
+        T result = default!;
+        Exception? error = null;
+        var t = new Thread(() =>
+        {
+            int self = Native.Open("/proc/thread-self/ns/net", Native.O_RDONLY | Native.O_CLOEXEC);
+            int target = Native.Open(PathOf(ns), Native.O_RDONLY | Native.O_CLOEXEC);
+            try
+            {
+                if (self < 0 || target < 0)
+                {
+                    error = new PortException($"network namespace '{ns}' cannot be opened (is it gone?)", System.Runtime.InteropServices.Marshal.GetLastPInvokeError());
+                    return;
+                }
+                if (Native.Setns(target, Native.CLONE_NEWNET) < 0)
+                {
+                    error = PortException.FromErrno($"cannot enter network namespace '{ns}'", System.Runtime.InteropServices.Marshal.GetLastPInvokeError());
+                    return;
+                }
+                try
+                {
+                    result = f();
+                }
+                catch (Exception e)
+                {
+                    error = e;
+                }
+                finally
+                {
+                    _ = Native.Setns(self, Native.CLONE_NEWNET);
+                }
+            }
+            finally
+            {
+                if (self >= 0) _ = Native.Close(self);
+                if (target >= 0) _ = Native.Close(target);
+            }
+        }) { IsBackground = true, Name = "vswitch-netns" };
+        t.Start();
+        t.Join();
+        if (error is not null) throw error is PortException ? error : new PortException(error.Message, error);
+        return result;
+    }
 
     public static void Create(string ns)
     {

@@ -84,6 +84,18 @@ public sealed unsafe class TapPort : IPacketPort
         return new TapPort(name, ifName, handle, !existed, offloads);
     }
 
+    /// <summary>Keeps the device when the switch's descriptors close (a pod's interface that outlives a restart of the
+    /// switch), or lets it go with them again (true / false).</summary>
+    public void SetPersistent(bool persist)
+    {
+        if (Native.Ioctl(_fd.Fd, Native.TUNSETPERSIST, (void*)(nuint)(persist ? 1u : 0u)) < 0)
+            throw PortException.FromErrno($"cannot make TAP '{InterfaceName}' {(persist ? "persistent" : "transient")}", Marshal.GetLastPInvokeError());
+        Persistent = persist;
+    }
+
+    /// <summary>True while the device outlives the switch's descriptors.</summary>
+    public bool Persistent { get; private set; }
+
     /// <summary>Non-blocking reads straight into slots until EAGAIN or <paramref name="max"/>. With offloads each read lands
     /// as [virtio-net header][frame] in a large slot, the frame at the slot's headroom and the header just before it.</summary>
     public int Receive(PacketSlab slab, PacketBatch batch, int max)

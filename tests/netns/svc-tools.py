@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Servers and clients for the Service tests (tests/netns/services-system.sh).
+"""Servers and clients for the Service, live and restart tests (tests/netns/*-system.sh).
 
   svc-tools.py serve NAME TCP_PORT UDP_PORT LIFETIME
       TCP: answer every connection with one line "NAME PEER_IP:PEER_PORT" and close.
@@ -18,6 +18,19 @@
   svc-tools.py udp HOST PORT COUNT INTERVAL [SPORT] [TIMEOUT]
       COUNT datagrams from one socket (bound to SPORT when given), INTERVAL seconds apart; one line per
       datagram: "<monotonic time> <answer>" or "<time> ERR <name>".
+
+  svc-tools.py echo-serve PORT LIFETIME
+      TCP echo server: every connection gets back what it sends, until it closes. Exits after LIFETIME seconds.
+
+  svc-tools.py stream HOST PORT SECONDS INTERVAL
+      One TCP connection for SECONDS: a line every INTERVAL seconds, each waited for as it comes back. Prints
+      "<rounds> <longest gap between two answered rounds, s> <error or ->" at the end; stops at the first error
+      (a reset, a timeout of 30 s): the connection did not survive.
+
+  svc-tools.py flows HOST PORT COUNT
+      COUNT datagrams, each from a socket of its own on source ports 20000 on (COUNT tracked flows), each
+      waiting up to 1 s for its answer.
+      Prints "<answered> <sent>".
 """
 import socket
 import sys
@@ -169,6 +182,80 @@ def udp_client(host, port, count, interval, sport, timeout):
             time.sleep(rest)
 
 
+def echo_serve(port, lifetime):
+    stop_at = time.monotonic() + lifetime
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(64)
+    s.settimeout(0.5)
+
+    def serve_one(c):
+        c.settimeout(max(1.0, stop_at - time.monotonic()))
+        try:
+            while True:
+                data = c.recv(4096)
+                if not data:
+                    break
+                c.sendall(data)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    print("serving", flush=True)
+    while time.monotonic() < stop_at:
+        try:
+            c, _ = s.accept()
+        except socket.timeout:
+            continue
+        threading.Thread(target=serve_one, args=(c,), daemon=True).start()
+
+
+def stream(host, port, seconds, interval):
+    c = socket.create_connection((host, port), timeout=5)
+    c.settimeout(30)
+    stop_at = time.monotonic() + seconds
+    rounds, gap, last, err = 0, 0.0, time.monotonic(), "-"
+    f = c.makefile("rb")
+    try:
+        while time.monotonic() < stop_at:
+            t0 = time.monotonic()
+            c.sendall(f"round {rounds} {'x' * 100}\n".encode())
+            line = f.readline()
+            if not line:
+                err = "closed-by-peer"
+                break
+            now = time.monotonic()
+            gap = max(gap, now - last)
+            last = now
+            rounds += 1
+            rest = interval - (now - t0)
+            if rest > 0:
+                time.sleep(rest)
+    except OSError as e:
+        err = type(e).__name__
+    print(f"{rounds} {gap:.3f} {err}", flush=True)
+
+
+def flows(host, port, count):
+    answered = 0
+    for i in range(count):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(1.0)
+        try:
+            # A port of its own for each flow (20000 on): COUNT distinct tuples.
+            u.bind(("0.0.0.0", 20000 + i))
+            u.sendto(b"flow", (host, port))
+            u.recv(2048)
+            answered += 1
+        except OSError:
+            pass
+        finally:
+            u.close()
+    print(f"{answered} {count}", flush=True)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -187,6 +274,12 @@ def main(argv):
             conn_rate(argv[2], int(argv[3]), float(argv[4]))
         else:
             conn_rate_parallel(argv[2], int(argv[3]), float(argv[4]), clients)
+    elif mode == "echo-serve":
+        echo_serve(int(argv[2]), float(argv[3]))
+    elif mode == "stream":
+        stream(argv[2], int(argv[3]), float(argv[4]), float(argv[5]))
+    elif mode == "flows":
+        flows(argv[2], int(argv[3]), int(argv[4]))
     elif mode == "udp":
         udp_client(argv[2], int(argv[3]), int(argv[4]), float(argv[5]),
                    int(argv[6]) if len(argv) > 6 else 0, float(argv[7]) if len(argv) > 7 else 1.0)

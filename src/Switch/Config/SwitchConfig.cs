@@ -21,6 +21,9 @@ public sealed class SwitchConfig
     /// <summary>The way out of the cluster on the node address: node ports from outside, egress masquerade.</summary>
     public UplinkConfig? Uplink { get; set; }
     public ConntrackConfig Conntrack { get; set; } = new();
+    /// <summary>Where the switch keeps what must outlive it: pods, peers and Services changed through the API, and the
+    /// connections saved at shutdown.</summary>
+    public StateConfig State { get; set; } = new();
     /// <summary>Optional plain-HTTP listener for Prometheus and probes.</summary>
     public MetricsConfig? Metrics { get; set; }
     public List<PortConfig> Ports { get; set; } = [];
@@ -136,6 +139,13 @@ public sealed class PeerConfig
     public string? PodCidr { get; set; }
     /// <summary>Default: 0e:00 followed by the four bytes of the peer's gateway (first address of its pod CIDR + 1).</summary>
     public string? VtepMac { get; set; }
+}
+
+public sealed class StateConfig
+{
+    public const string DefaultDirectory = "/var/lib/vswitch";
+    /// <summary>The state directory (created 0700).</summary>
+    public string Directory { get; set; } = DefaultDirectory;
 }
 
 public sealed class ControlConfig
@@ -332,6 +342,7 @@ public static class ConfigLoader
         var errors = new List<string>();
         if (c.Node.Name is { } n && (n.Length == 0 || n.Length > 63)) errors.Add("node.name: must be 1-63 characters");
         if (string.IsNullOrWhiteSpace(c.Control.Socket) || !c.Control.Socket.StartsWith('/')) errors.Add("control.socket: must be an absolute path");
+        if (string.IsNullOrWhiteSpace(c.State.Directory) || !c.State.Directory.StartsWith('/')) errors.Add("state.directory: must be an absolute path");
         else if (System.Text.Encoding.UTF8.GetByteCount(c.Control.Socket) > 107) errors.Add("control.socket: path longer than 107 bytes (a Unix socket limit)");
         if (c.Bridge.MacAgingSeconds is < 1 or > 1_000_000) errors.Add($"bridge.macAgingSeconds: {c.Bridge.MacAgingSeconds} is out of range 1..1000000");
         if (c.Bridge.MacTableSize is < 1 or > 1 << 22) errors.Add($"bridge.macTableSize: {c.Bridge.MacTableSize} is out of range 1..4194304");

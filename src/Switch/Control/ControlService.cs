@@ -346,7 +346,9 @@ public sealed class ControlService
         ServiceCatalog c = Catalog();
         try
         {
-            return Info(c.Apply(manifest));
+            ServiceChange change = c.Apply(manifest);
+            _host.SaveState();
+            return Info(change);
         }
         catch (VSwitch.Nat.Cluster.ManifestException e)
         {
@@ -360,7 +362,9 @@ public sealed class ControlService
         ServiceCatalog c = Catalog();
         try
         {
-            return Info(c.Delete(kind, $"{ns}/{name}"));
+            ServiceChange change = c.Delete(kind, $"{ns}/{name}");
+            _host.SaveState();
+            return Info(change);
         }
         catch (KeyNotFoundException e)
         {
