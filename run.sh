@@ -54,7 +54,9 @@ deps() {
 build() {
     say "building"
     dotnet build VSwitch.sln -c Release -nologo -clp:ErrorsOnly >&2 || die "build failed"
-    dotnet publish src/Switch/VSwitch.Switch.csproj -c Release -o out/vswitch -nologo -clp:ErrorsOnly --no-restore >&2 || die "publish failed"
+    # ReadyToRun: the switch and its CLI start without waiting for the JIT (a restart's gap, every CLI call).
+    dotnet publish src/Switch/VSwitch.Switch.csproj -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true \
+        -o out/vswitch -nologo -clp:ErrorsOnly >&2 || die "publish failed"
 }
 
 demo() {

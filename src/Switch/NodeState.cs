@@ -92,14 +92,18 @@ public sealed class StateDirectory
         File.Move(tmp, StateFile, overwrite: true);
     }
 
-    /// <summary>Writes the connections (at shutdown).</summary>
-    public void SaveConntrack(IReadOnlyCollection<SavedConnection> connections)
+    /// <summary>Writes the connections of node <paramref name="node"/> (at shutdown).</summary>
+    public void SaveConntrack(string node, IReadOnlyCollection<SavedConnection> connections)
     {
         Directory.CreateDirectory(Path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        byte[] buf = new byte[ConntrackMagic.Length + 4 + connections.Count * ConntrackRecord];
+        byte[] name = System.Text.Encoding.UTF8.GetBytes(node);
+        int head = ConntrackMagic.Length + 2 + name.Length + 4;
+        byte[] buf = new byte[head + connections.Count * ConntrackRecord];
         ConntrackMagic.CopyTo(buf, 0);
-        BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(ConntrackMagic.Length), connections.Count);
-        int o = ConntrackMagic.Length + 4;
+        BinaryPrimitives.WriteUInt16LittleEndian(buf.AsSpan(ConntrackMagic.Length), (ushort)name.Length);
+        name.CopyTo(buf, ConntrackMagic.Length + 2);
+        BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(head - 4), connections.Count);
+        int o = head;
         foreach (SavedConnection c in connections)
         {
             Span<byte> r = buf.AsSpan(o, ConntrackRecord);
@@ -123,7 +127,7 @@ public sealed class StateDirectory
 
     /// <summary>Reads the connections saved at the last shutdown and removes the file (they are restored once). A damaged
     /// file is moved aside and <paramref name="rejected"/> says why.</summary>
-    public List<SavedConnection> TakeConntrack(out string? rejected)
+    public List<SavedConnection> TakeConntrack(string node, out string? rejected)
     {
         rejected = null;
         var list = new List<SavedConnection>();
@@ -138,13 +142,25 @@ public sealed class StateDirectory
             rejected = Reject(ConntrackFile, e.Message);
             return list;
         }
-        int head = ConntrackMagic.Length + 4;
-        if (buf.Length < head || !buf.AsSpan(0, ConntrackMagic.Length).SequenceEqual(ConntrackMagic))
+        if (buf.Length < ConntrackMagic.Length + 6 || !buf.AsSpan(0, ConntrackMagic.Length).SequenceEqual(ConntrackMagic))
         {
             rejected = Reject(ConntrackFile, "not a VSwitch connection table (bad magic or version)");
             return list;
         }
-        int count = BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(ConntrackMagic.Length));
+        int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(ConntrackMagic.Length));
+        int head = ConntrackMagic.Length + 2 + nameLength + 4;
+        if (buf.Length < head)
+        {
+            rejected = Reject(ConntrackFile, "damaged: truncated header");
+            return list;
+        }
+        string owner = System.Text.Encoding.UTF8.GetString(buf, ConntrackMagic.Length + 2, nameLength);
+        if (owner != node)
+        {
+            rejected = Reject(ConntrackFile, $"the connections of node '{owner}', this is node '{node}'");
+            return list;
+        }
+        int count = BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(head - 4));
         if (count < 0 || (long)count * ConntrackRecord != buf.Length - head)
         {
             rejected = Reject(ConntrackFile, $"damaged: {count} connections announced, {buf.Length - head} bytes follow");

@@ -387,7 +387,8 @@ internal static partial class Cli
             Console.Error.WriteLine($"vswitch: config error: {e.Message}");
             return ExitConfig;
         }
-        LogReady(log, host.NodeName, config.Ports.Count, config.Control.Socket);
+        LogReady(log, host.NodeName, host.Datapath.Ports.Count, config.Control.Socket,
+            (DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds);
         stopped.Wait();
         LogStopping(log);
         host.Dispose();
@@ -398,8 +399,8 @@ internal static partial class Cli
     [LoggerMessage(Level = LogLevel.Warning, Message = "not running as root: creating TAP devices and AF_PACKET sockets needs CAP_NET_ADMIN and CAP_NET_RAW")]
     private static partial void LogNotRoot(ILogger log);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "ready: node {Node}, {Ports} port(s), control socket {Socket}")]
-    private static partial void LogReady(ILogger log, string node, int ports, string socket);
+    [LoggerMessage(Level = LogLevel.Information, Message = "ready: node {Node}, {Ports} port(s), control socket {Socket}, {Ms:F0} ms after the process started")]
+    private static partial void LogReady(ILogger log, string node, int ports, string socket, double ms);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "stopping: removing ports and namespaces this switch created")]
     private static partial void LogStopping(ILogger log);

@@ -265,7 +265,7 @@ public sealed partial class SwitchHost : IDisposable
     private void RestoreConnections()
     {
         if (State is null || Datapath.Nat is null) return;
-        List<SavedConnection> saved = State.TakeConntrack(out string? rejected);
+        List<SavedConnection> saved = State.TakeConntrack(NodeName, out string? rejected);
         if (rejected is not null) LogStateRejected(rejected);
         if (saved.Count == 0) return;
         long now = Datapath.Time.GetTimestamp();
@@ -291,7 +291,7 @@ public sealed partial class SwitchHost : IDisposable
             Task<List<SavedConnection>>[] parts = Workers.Select(w => w.InvokeAsync(() => w.Nat!.Export(w.Time.GetTimestamp()))).ToArray();
             if (!Task.WaitAll(parts, TimeSpan.FromSeconds(5))) return;
             List<SavedConnection> all = parts.SelectMany(t => t.Result).ToList();
-            State.SaveConntrack(all);
+            State.SaveConntrack(NodeName, all);
             LogConnectionsSaved(all.Count, State.ConntrackFile);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

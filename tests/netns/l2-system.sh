@@ -81,6 +81,8 @@ node:
   name: vt-node
 control:
   socket: $SOCK
+state:
+  directory: $WORK/state
 bridge:
   macAgingSeconds: 300
 ports:

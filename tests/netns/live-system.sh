@@ -107,6 +107,7 @@ EOF
 cat >"$WORK/node.yaml" <<EOF
 node: {name: live-1, podCIDR: 10.244.1.0/24}
 control: {socket: $SOCK}
+state: {directory: $WORK/state-1}
 services: {manifests: $WORK/cluster}
 overlay:
   localAddress: 198.18.3.1
@@ -118,6 +119,7 @@ EOF
 cat >"$WORK/node2.yaml" <<EOF
 node: {name: live-2, podCIDR: 10.244.2.0/24}
 control: {socket: $SOCK2}
+state: {directory: $WORK/state-2}
 overlay:
   localAddress: 198.18.3.2
   peers: [{name: node-1, address: 198.18.3.1, podCIDR: 10.244.1.0/24}]

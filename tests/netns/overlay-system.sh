@@ -217,6 +217,7 @@ write_config() { # write_config N FILE
         printf '  clusterCIDR: %s\n' "$CLUSTER_CIDR"
         printf 'control:\n'
         printf '  socket: %s\n' "$(sock_of "$n")"
+        printf 'state:\n  directory: %s/state-%s\n' "$WORK" "$n"
         printf 'host:\n'
         printf '  interface: %s\n' "$HOST_IF"
         printf 'overlay:\n'

@@ -191,6 +191,7 @@ write_config() { # write_config N FILE
     {
         printf 'node:\n  name: node-%s\n  podCIDR: 10.244.%s.0/24\n  clusterCIDR: 10.244.0.0/16\n' "$n" "$n"
         printf 'control:\n  socket: %s\n' "$(sock_of "$n")"
+        printf 'state:\n  directory: %s/state-%s\n' "$WORK" "$n"
         printf 'host:\n  interface: %s\n' "$HOST_IF"
         printf 'uplink:\n  interface: %s\n  tap: vsw-up\n' "$UL_IF"
         printf 'services:\n  manifests: %s\n  serviceCIDR: 10.96.0.0/12\n  reloadSeconds: 0.2\n' "$MANIFESTS"

@@ -116,6 +116,7 @@ write_config() { # write_config N FILE
         # writes, so traffic between them crosses both.
         if [[ "$n" == 1 ]]; then printf '  podRxCpus: "0"\n'; fi
         printf 'control:\n  socket: %s\n' "$(sock_of "$n")"
+        printf 'state:\n  directory: %s/state-%s\n' "$WORK" "$n"
         printf 'services:\n  manifests: %s\n  serviceCIDR: 10.96.0.0/12\n' "$MANIFESTS"
         printf 'overlay:\n  localAddress: %s\n  peers:\n' "$(ul_ip "$n")"
         overlay_peers_yaml "$n" 1 2
