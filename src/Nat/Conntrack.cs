@@ -369,21 +369,35 @@ public sealed class Conntrack
         Release(e, Hash(x.Orig), Hash(x.Reply));
     }
 
-    /// <summary>Deletes every expired entry. Runs between batches, off the fast path. Returns how many.</summary>
-    public int Sweep(long now)
+    private int _sweepCursor;
+
+    /// <summary>Deletes every expired entry in one pass over the table (tests, shutdown). Returns how many.</summary>
+    public int Sweep(long now) => SweepStep(now, _entries.Length);
+
+    /// <summary>Deletes the expired entries among the next <paramref name="budget"/> of the table, from where the last
+    /// step stopped (wrapping): expiry costs a bounded amount per call, never a whole-table sweep. An expired entry a
+    /// packet meets before the sweep reaches it is treated as gone (<see cref="IsExpired"/>). Returns how many.</summary>
+    public int SweepStep(long now, int budget)
     {
         int n = 0;
         CtEntry[] entries = _entries;
-        for (int e = 0; e < entries.Length; e++)
+        int e = _sweepCursor;
+        for (int i = Math.Min(budget, entries.Length); i > 0; i--)
         {
             if (entries[e].Live != 0 && entries[e].Expires <= now)
             {
                 Delete(e);
                 n++;
             }
+            if (++e == entries.Length) e = 0;
         }
+        _sweepCursor = e;
         return n;
     }
+
+    /// <summary>True when entry <paramref name="e"/> has timed out (it may not have been swept yet).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsExpired(int e, long now) => _entries[e].Expires <= now;
 
     /// <summary>Deletes the entries <paramref name="evict"/> selects (live endpoint removal). Returns how many.</summary>
     public int DeleteWhere(Func<CtEntry, bool> evict)

@@ -162,6 +162,12 @@ public sealed class ConntrackStage : Stage
 
             ulong hash = ct.Hash(key);
             int r = ct.Lookup(key, hash);
+            if (r >= 0 && ct.IsExpired(r >> 1, now))
+            {
+                // Timed out, not swept yet: gone, as the kernel's conntrack would have it.
+                _nat.Expire(r >> 1);
+                r = -1;
+            }
             if (r >= 0)
             {
                 int dir = r & 1;
@@ -456,6 +462,7 @@ public sealed class ConntrackStage : Stage
     {
         Conntrack ct = _nat.Conntrack;
         int e = ct.Create(key, hash, reply, state, now);
+        if (e == Conntrack.Full && _nat.Sweep(now) > 0) e = ct.Create(key, hash, reply, state, now);
         if (e == Conntrack.ReplyInUse && remappable)
         {
             if (!AllocatePort(ref reply, 1024, 65535, key.SrcPort, hash))
@@ -473,8 +480,11 @@ public sealed class ConntrackStage : Stage
 
     private static int IndexOf(Frontend fe) => fe.Id;
 
+    /// <summary>Most candidate ports one SNAT allocation looks at after the preferred one.</summary>
+    public const int MaxPortTries = 128;
+
     /// <summary>Finds a source port (ICMP: id) on the reply's destination address so that the reply tuple is unused.
-    /// Tries the client's own port first, then walks the range from a hash-chosen start: collision-free while the
+    /// Tries the client's own port first, then up to <see cref="MaxPortTries"/> more from a hash-chosen start: collision-free while the
     /// range has a free port for this remote address and port.</summary>
     private bool AllocatePort(ref FlowKey reply, ushort min, ushort max, ushort preferred, ulong hash)
     {
@@ -491,7 +501,9 @@ public sealed class ConntrackStage : Stage
         }
         int n = max - min + 1;
         int start = (int)(hash % (ulong)n);
-        for (int i = 0; i < n; i++)
+        // Bounded like the kernel's unique-tuple search (at most 128 tries): a new connection costs at most that many
+        // lookups whatever the range's fill; past them the connection is refused and counted (ports-exhausted).
+        for (int i = 0; i < Math.Min(n, MaxPortTries); i++)
         {
             ushort p = (ushort)(min + (start + i) % n);
             if (icmp) reply.SrcPort = p;

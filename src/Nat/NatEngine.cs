@@ -219,12 +219,22 @@ public sealed class NatEngine
         return false;
     }
 
-    /// <summary>Expiry sweep (between batches).</summary>
+    /// <summary>Entries one expiry step looks at: the whole table in about a second under traffic (a step every 10 ms).</summary>
+    public int SweepBudget => Math.Clamp(Conntrack.Capacity / 100, 256, 8192);
+
+    /// <summary>One bounded expiry step (between batches).</summary>
     public int Sweep(long now)
     {
-        int n = Conntrack.Sweep(now);
+        int n = Conntrack.SweepStep(now, SweepBudget);
         Expired += n;
         return n;
+    }
+
+    /// <summary>Deletes an entry a packet found expired before the sweep did (the packet then starts afresh).</summary>
+    public void Expire(int e)
+    {
+        Conntrack.Delete(e);
+        Expired++;
     }
 
     /// <summary>

@@ -33,6 +33,9 @@ public abstract class Stage
 {
     public const byte DropEdge = 0;
 
+    /// <summary>An edge name meaning "the next feature of my arc" (or the arc's end): see <see cref="PipelineBuilder"/>.</summary>
+    public const string ArcNext = "@next";
+
     protected Stage(string name, string[] nexts, CounterSet? counters = null, string[]? dropReasons = null)
     {
         Name = name;
@@ -46,7 +49,14 @@ public abstract class Stage
     /// <summary>Position in the graph; assigned by <see cref="StageGraph"/>.</summary>
     public int Index { get; internal set; } = -1;
     /// <summary>Edge names; index 0 is "drop".</summary>
-    public IReadOnlyList<string> NextNames { get; }
+    public IReadOnlyList<string> NextNames { get; private set; }
+
+    /// <summary>Replaces the edge names with what they resolve to (arc names and <see cref="ArcNext"/> become stages).</summary>
+    internal void ResolveNext(string[] names)
+    {
+        if (names.Length != NextNames.Count || names[0] != "drop") throw new ArgumentException("edges must keep their number and drop first", nameof(names));
+        NextNames = names;
+    }
     public CounterSet Counters { get; }
     public string[] DropReasons { get; }
 
@@ -58,6 +68,21 @@ public abstract class Stage
         meta.DropStage = (byte)Index;
         meta.DropReason = (byte)reason;
         return DropEdge;
+    }
+
+    /// <summary>Moves the packets on edge <paramref name="from"/> whose port (ingress with <paramref name="byInPort"/>, else
+    /// egress) is the host port to edge <paramref name="to"/>: traffic from or to the node's own stack takes the local-out
+    /// or local-in arc. Nothing to do (one comparison per batch) when both edges lead to the same stage.</summary>
+    protected void SplitHostTraffic(PacketBatch batch, Span<byte> next, PacketMeta[] meta, Stages.PortTable ports, bool byInPort, byte from, byte to)
+    {
+        if (string.Equals(NextNames[from], NextNames[to], StringComparison.Ordinal)) return;
+        int[] slots = batch.Slots;
+        for (int i = 0; i < batch.Count; i++)
+        {
+            if (next[i] != from) continue;
+            ref PacketMeta m = ref meta[slots[i]];
+            if (ports.Role(byInPort ? m.InPort : m.OutPort) == Stages.PortRole.Host) next[i] = to;
+        }
     }
 
     /// <summary>Formats one trace record of this stage (control plane only).</summary>

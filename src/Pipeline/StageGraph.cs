@@ -56,6 +56,10 @@ public sealed class StageGraph
     }
 
     public IReadOnlyList<Stage> Stages => _stages;
+
+    /// <summary>The arcs the graph was built from, each with its features in order and its end (empty when the stages
+    /// were given directly).</summary>
+    public IReadOnlyList<(string Arc, IReadOnlyList<string> Features, string End)> Arcs { get; init; } = [];
     public DropStage Drop { get; }
     public int BatchCapacity { get; }
 

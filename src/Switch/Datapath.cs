@@ -36,6 +36,24 @@ public sealed record DatapathOptions
     /// <summary>The workers of one switch, when there are several: this datapath is worker <see cref="WorkerIndex"/>.</summary>
     public WorkerMesh? Mesh { get; init; }
     public int WorkerIndex { get; init; }
+    /// <summary>Registers more features into the arcs as the graph is built (a stage of one's own): called with the
+    /// builder and the worker, before the graph is laid out.</summary>
+    public Action<PipelineBuilder, Datapath>? Features { get; init; }
+}
+
+/// <summary>The arcs of the graph, named after the netfilter hooks.</summary>
+public static class Arcs
+{
+    /// <summary>Every frame after L2 learning, before the bridge/route decision (connection tracking, Service DNAT).</summary>
+    public const string Prerouting = "prerouting";
+    /// <summary>Frames leaving for a pod, a peer or the uplink, bridged or routed (where a policy stage goes).</summary>
+    public const string Forward = "forward";
+    /// <summary>Frames leaving to the host port: the node's own stack.</summary>
+    public const string LocalIn = "local-in";
+    /// <summary>Frames from the host port (the node's own stack), before prerouting.</summary>
+    public const string LocalOut = "local-out";
+    /// <summary>Every frame on its way out (VXLAN encapsulation), before port-tx.</summary>
+    public const string Postrouting = "postrouting";
 }
 
 /// <summary>
@@ -53,6 +71,7 @@ public sealed class Datapath : IDisposable, IMeshHandler
     private Epoll? _epoll;
     private volatile bool _stop;
     private long _nextSweep;
+    private long _nextCtSweep;
     private AdaptivePoll _poll;
     private long _rxBytes;
 
@@ -97,24 +116,38 @@ public sealed class Datapath : IDisposable, IMeshHandler
         }
         // With several workers and connection tracking, IPv4 packets go to the worker that owns their flow first.
         bool steer = Mesh is not null && Nat is not null;
-        string output = Overlay is null ? "port-tx" : "vxlan-encap";
-        var stages = new List<Stage> { new PortRxStage("ethernet-parse", Ports, Overlay is null ? null : "vxlan-decap") };
-        if (Overlay is not null) stages.Add(new VxlanDecapStage(Overlay));
-        stages.Add(new EthernetParseStage(steer ? "steer" : "l2-learn"));
-        if (steer) stages.Add(new SteerStage(Mesh!, WorkerIndex, "l2-learn"));
-        stages.Add(new L2LearnStage(Macs, options.MacTableFullPolicy, Nat is null ? "l2-forward" : "conntrack"));
-        if (Nat is not null) stages.Add(new ConntrackStage(Nat, "l2-forward", output));
-        stages.Add(new L2ForwardStage(Macs, output, Router?.RouterMac ?? 0));
+        // The graph: nodes with their own edges, and arcs named after the netfilter hooks, into which features register
+        // (docs/architecture.md, "Arcs"). Frames from the node's own stack (the host port) take local-out before
+        // prerouting; frames to it take local-in instead of forward.
+        var g = new PipelineBuilder()
+            .DefineArc(Arcs.LocalOut, PipelineBuilder.ArcPrefix + Arcs.Prerouting)
+            .DefineArc(Arcs.Prerouting, "l2-forward")
+            .DefineArc(Arcs.Forward, PipelineBuilder.ArcPrefix + Arcs.Postrouting)
+            .DefineArc(Arcs.LocalIn, PipelineBuilder.ArcPrefix + Arcs.Postrouting)
+            .DefineArc(Arcs.Postrouting, "port-tx");
+        const string prerouting = PipelineBuilder.ArcPrefix + Arcs.Prerouting, forward = PipelineBuilder.ArcPrefix + Arcs.Forward;
+        const string localIn = PipelineBuilder.ArcPrefix + Arcs.LocalIn, localOut = PipelineBuilder.ArcPrefix + Arcs.LocalOut;
+        const string postrouting = PipelineBuilder.ArcPrefix + Arcs.Postrouting;
+        g.AddNode(new PortRxStage("ethernet-parse", Ports, Overlay is null ? null : "vxlan-decap"));
+        if (Overlay is not null) g.AddNode(new VxlanDecapStage(Overlay));
+        g.AddNode(new EthernetParseStage(steer ? "steer" : "l2-learn"));
+        if (steer) g.AddNode(new SteerStage(Mesh!, WorkerIndex, "l2-learn"));
+        g.AddNode(new L2LearnStage(Macs, options.MacTableFullPolicy, prerouting, Router is null ? null : Ports, Router is null ? null : localOut));
+        // Connection tracking with Service DNAT: every IPv4 frame, bridged or routed (br_netfilter's way); its refusals
+        // (TCP RST, ICMP port unreachable) go straight back out.
+        if (Nat is not null) g.AddFeature(Arcs.Prerouting, new ConntrackStage(Nat, Stage.ArcNext, postrouting));
+        g.AddNode(new L2ForwardStage(Macs, forward, Router?.RouterMac ?? 0, "arp", "ip4-route", Ports, localIn));
         if (Router is not null)
         {
-            stages.Add(new ArpStage(Router, Ports, output));
-            stages.Add(new Ipv4RouteStage(Router, output));
+            g.AddNode(new ArpStage(Router, Ports, forward, localIn));
+            g.AddNode(new Ipv4RouteStage(Router, forward, Ports, localIn));
         }
-        if (Overlay is not null) stages.Add(new VxlanEncapStage(Overlay, Ports));
-        stages.Add(new PortTxStage(Ports));
-        stages.Add(new DropStage());
+        if (Overlay is not null) g.AddFeature(Arcs.Postrouting, new VxlanEncapStage(Overlay, Ports, Stage.ArcNext));
+        g.AddNode(new PortTxStage(Ports));
+        g.AddNode(new DropStage());
+        options.Features?.Invoke(g, this);
         // A super-frame cut into segments for a port without TSO becomes many packets: pending batches can hold every slot.
-        Graph = new StageGraph(stages, options.BatchSize, Slab.Capacity + Slab.LargeCapacity);
+        Graph = g.Build(options.BatchSize, Slab.Capacity + Slab.LargeCapacity);
         Router?.RebuildRoutes();
         _rx = new PacketBatch(options.BatchSize);
         if (steer)
@@ -304,12 +337,18 @@ public sealed class Datapath : IDisposable, IMeshHandler
     public void Housekeeping()
     {
         long now = Time.GetTimestamp();
+        // Connection expiry goes a bounded step at a time, every 10 ms at most (a pass over the table takes about a second
+        // under traffic, longer when idle; a packet meeting an expired entry treats it as gone).
+        if (Nat is not null && now >= _nextCtSweep)
+        {
+            _nextCtSweep = now + Time.TimestampFrequency / 100;
+            Nat.Sweep(now);
+        }
         if (now < _nextSweep) return;
         _nextSweep = now + (long)(Options.SweepInterval.TotalSeconds * Time.TimestampFrequency);
         Volatile.Write(ref _heartbeat, now);
         AgedOut += Macs.Sweep(now);
         if (Overlay is not null) AgedOut += Overlay.Sweep(now);
-        if (Nat is not null) Nat.Sweep(now);
         if (Router is not null) Router.Neighbors.Sweep(now, (long)(Router.Options.NeighborTimeout.TotalSeconds * Time.TimestampFrequency));
     }
 

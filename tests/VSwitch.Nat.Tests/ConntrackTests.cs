@@ -105,6 +105,27 @@ public sealed class ConntrackTests
     }
 
     [Fact]
+    public void Expiry_steps_are_bounded_and_go_round_the_table()
+    {
+        var t = new ConntrackTimeouts { UdpUnreplied = TimeSpan.FromSeconds(30) };
+        var ct = new Conntrack(64, t, Tps);
+        for (int i = 0; i < 64; i++) Assert.True(ct.Create(K(1, 2, (ushort)i, 53, IpProtocol.Udp), K(2, 1, 53, (ushort)i, IpProtocol.Udp), CtState.Unreplied, 0) >= 0);
+        Assert.True(ct.IsExpired(5, 31 * Tps));
+        Assert.False(ct.IsExpired(5, 29 * Tps));
+        // Each step looks at 10 entries, no more; seven steps go once round the 64 and on.
+        int swept = 0;
+        for (int step = 0; step < 6; step++)
+        {
+            int n = ct.SweepStep(31 * Tps, 10);
+            Assert.Equal(10, n);
+            swept += n;
+        }
+        Assert.Equal(4, ct.SweepStep(31 * Tps, 10));
+        Assert.Equal(0, ct.Count);
+        Assert.Equal(60, swept);
+    }
+
+    [Fact]
     public void Timeouts_follow_the_kubernetes_node_defaults()
     {
         var ct = new Conntrack(16, new ConntrackTimeouts(), Tps);

@@ -262,10 +262,12 @@ public static class Render
 
     public static string Graph(GraphInfo g)
     {
-        var rows = new List<string[]> { new[] { "#", "STAGE", "NEXT", "CALLS", "PACKETS", "DROPS" } };
+        var rows = new List<string[]> { new[] { "#", "STAGE", "ARC", "NEXT", "CALLS", "PACKETS", "DROPS" } };
         foreach (GraphStage s in g.Stages)
-            rows.Add([N(s.Index), s.Name, s.Next.Count <= 1 ? "-" : string.Join(",", s.Next.Skip(1)), N(s.Calls), N(s.Packets), N(s.Drops)]);
-        return Table(rows);
+            rows.Add([N(s.Index), s.Name, s.Arc ?? "-", s.Next.Count <= 1 ? "-" : string.Join(",", s.Next.Skip(1).Distinct()), N(s.Calls), N(s.Packets), N(s.Drops)]);
+        var arcs = new List<string[]> { new[] { "ARC", "FEATURES", "THEN" } };
+        foreach (ArcInfo a in g.Arcs) arcs.Add([a.Name, a.Features.Count == 0 ? "(none)" : string.Join(" -> ", a.Features), a.End.Replace("arc:", "arc ", StringComparison.Ordinal)]);
+        return Table(rows) + "\n" + Table(arcs);
     }
 
     public static string Trace(TraceReport r)

@@ -326,6 +326,8 @@ public sealed record TracedPacket(uint Id, double OffsetSeconds, List<TraceStep>
 
 public sealed record TraceStep(string Stage, string Text);
 
-public sealed record GraphInfo(List<GraphStage> Stages);
+public sealed record GraphInfo(List<GraphStage> Stages, List<ArcInfo> Arcs);
 
-public sealed record GraphStage(int Index, string Name, List<string> Next, long Calls, long Packets, long Drops);
+public sealed record GraphStage(int Index, string Name, string? Arc, List<string> Next, long Calls, long Packets, long Drops);
+
+public sealed record ArcInfo(string Name, List<string> Features, string End);

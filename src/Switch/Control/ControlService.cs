@@ -433,8 +433,9 @@ public sealed class ControlService
         return new GraphInfo(g.Stages.Select((s, i) =>
         {
             (long calls, long pkts) = RuntimeSum(i);
-            return new GraphStage(i, s.Name, s.NextNames.ToList(), calls, pkts, drops.Where(d => d.Stage == s.Name).Sum(d => d.Count));
-        }).ToList());
+            string? arc = g.Arcs.FirstOrDefault(a => a.Features.Contains(s.Name)).Arc;
+            return new GraphStage(i, s.Name, arc, s.NextNames.ToList(), calls, pkts, drops.Where(d => d.Stage == s.Name).Sum(d => d.Count));
+        }).ToList(), g.Arcs.Select(a => new ArcInfo(a.Arc, [.. a.Features], a.End)).ToList());
     });
 
     public TraceState TraceAdd(int count)

@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using VSwitch.Pipeline;
+using VSwitch.Pipeline.Stages;
 using VSwitch.Pipeline.Wire;
 
 namespace VSwitch.Switch.L2;
@@ -31,18 +32,23 @@ public sealed class L2LearnStage : Stage
 
     private readonly MacTable _table;
     private readonly MacTableFullPolicy _fullPolicy;
+    private readonly PortTable? _ports;
 
-    public L2LearnStage(MacTable table, MacTableFullPolicy fullPolicy, string next = "l2-forward")
-        : base("l2-learn", [next], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    /// <param name="fromHostNext">When given (with <paramref name="ports"/>), frames from the host port (the node's own
+    /// stack) take this edge instead of <paramref name="next"/>: the local-out arc.</param>
+    public L2LearnStage(MacTable table, MacTableFullPolicy fullPolicy, string next = "l2-forward", PortTable? ports = null, string? fromHostNext = null)
+        : base("l2-learn", fromHostNext is null || ports is null ? [next] : [next, fromHostNext], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
     {
         _table = table;
         _fullPolicy = fullPolicy;
+        _ports = fromHostNext is null ? null : ports;
     }
 
     public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
     {
         if (batch.HasTraced) Run<TraceOn>(ctx, batch, next);
         else Run<TraceOff>(ctx, batch, next);
+        if (_ports is not null) SplitHostTraffic(batch, next, ctx.Slab.Meta, _ports, byInPort: true, 1, 2);
     }
 
     private void Run<T>(WorkerContext ctx, PacketBatch batch, Span<byte> next) where T : struct, ITraceMode
@@ -135,20 +141,27 @@ public sealed class L2ForwardStage : Stage
 
     private readonly MacTable _table;
     private readonly ulong _routerMac;
+    private readonly PortTable? _ports;
 
     /// <param name="routerMac">When not 0, the node routes: IPv4 to this MAC goes to edge <c>routeNext</c> and every ARP
     /// frame also visits edge <c>arpNext</c> (after the L2 decision, which it keeps unless it answers).</param>
-    public L2ForwardStage(MacTable table, string next = "port-tx", ulong routerMac = 0, string arpNext = "arp", string routeNext = "ip4-route")
-        : base("l2-forward", routerMac == 0 ? [next] : [next, arpNext, routeNext], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    /// <param name="toHostNext">When given (routing, with <paramref name="ports"/>), frames bridged to the host port take
+    /// this edge instead of <paramref name="next"/>: the local-in arc.</param>
+    public L2ForwardStage(MacTable table, string next = "port-tx", ulong routerMac = 0, string arpNext = "arp", string routeNext = "ip4-route",
+        PortTable? ports = null, string? toHostNext = null)
+        : base("l2-forward", routerMac == 0 ? [next] : toHostNext is null || ports is null ? [next, arpNext, routeNext] : [next, arpNext, routeNext, toHostNext],
+            CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
     {
         _table = table;
         _routerMac = routerMac;
+        _ports = routerMac == 0 || toHostNext is null ? null : ports;
     }
 
     public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
     {
         if (batch.HasTraced) Run<TraceOn>(ctx, batch, next);
         else Run<TraceOff>(ctx, batch, next);
+        if (_ports is not null) SplitHostTraffic(batch, next, ctx.Slab.Meta, _ports, byInPort: false, 1, 4);
     }
 
     private void Run<T>(WorkerContext ctx, PacketBatch batch, Span<byte> next) where T : struct, ITraceMode

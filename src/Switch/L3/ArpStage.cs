@@ -39,17 +39,23 @@ public sealed class ArpStage : Stage
     private readonly Router _router;
     private readonly PortTable _ports;
 
-    public ArpStage(Router router, PortTable ports, string next)
-        : base("arp", [next], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    /// <param name="toHostNext">Frames leaving to the host port (proxy-ARP answers to the node) take this edge: the
+    /// local-in arc.</param>
+    public ArpStage(Router router, PortTable ports, string next, string? toHostNext = null)
+        : base("arp", toHostNext is null ? [next] : [next, toHostNext], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
     {
         _router = router;
         _ports = ports;
+        _split = toHostNext is not null;
     }
+
+    private readonly bool _split;
 
     public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
     {
         if (batch.HasTraced) Run<TraceOn>(ctx, batch, next);
         else Run<TraceOff>(ctx, batch, next);
+        if (_split) SplitHostTraffic(batch, next, ctx.Slab.Meta, _ports, byInPort: false, 1, 2);
     }
 
     private void Run<T>(WorkerContext ctx, PacketBatch batch, Span<byte> next) where T : struct, ITraceMode

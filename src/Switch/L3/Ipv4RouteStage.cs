@@ -3,6 +3,7 @@ using System.ComponentModel;
 using System.Runtime.CompilerServices;
 using VSwitch.Encap;
 using VSwitch.Pipeline;
+using VSwitch.Pipeline.Stages;
 using VSwitch.Pipeline.Wire;
 
 namespace VSwitch.Switch.L3;
@@ -62,16 +63,21 @@ public sealed class Ipv4RouteStage : Stage
 
     private readonly Router _router;
 
-    public Ipv4RouteStage(Router router, string next)
-        : base("ip4-route", [next], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
+    /// <param name="toHostNext">Packets routed to the host port (the node's own stack) take this edge: the local-in arc.</param>
+    public Ipv4RouteStage(Router router, string next, PortTable? ports = null, string? toHostNext = null)
+        : base("ip4-route", toHostNext is null || ports is null ? [next] : [next, toHostNext], CounterSet.FromEnum<Counter>(), CounterSet.Describe<Reason>().Names)
     {
         _router = router;
+        _ports = toHostNext is null ? null : ports;
     }
+
+    private readonly PortTable? _ports;
 
     public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next)
     {
         if (batch.HasTraced) Run<TraceOn>(ctx, batch, next);
         else Run<TraceOff>(ctx, batch, next);
+        if (_ports is not null) SplitHostTraffic(batch, next, ctx.Slab.Meta, _ports, byInPort: false, 1, 2);
     }
 
     private unsafe void Run<T>(WorkerContext ctx, PacketBatch batch, Span<byte> next) where T : struct, ITraceMode
