@@ -14,7 +14,7 @@ namespace VSwitch.Benchmarks;
 /// 10, 1,000 or 10,000 Services of 5 endpoints each (50,000 endpoints at the top), in a table sized for 262,144
 /// connections:
 /// <list type="bullet">
-/// <item>hit: an established connection's packet is found in the table and DNAT-rewritten (addresses, port,
+/// <item>hit: an established connection's packet is found in the table (conntrack), passes lb, and is DNAT-rewritten (nat) (addresses, port,
 /// incremental IPv4 and TCP checksums, state and timeout refresh);</item>
 /// <item>new: a SYN to a ClusterIP (frontend lookup, random endpoint, entry created under both tuples, rewrite),
 /// then the entry deleted again (both included);</item>
@@ -43,7 +43,7 @@ public class NatBenchmarks : BatchBenchmark
     private PacketBatch _batch = null!;
     private byte[] _next = null!;
     private NatEngine _nat = null!;
-    private ConntrackStage _stage = null!;
+    private Stage[] _stages = null!;
     private byte[][] _established = null!;
     private byte[][] _syns = null!;
     private ClusterObjects[] _variants = null!;
@@ -69,8 +69,9 @@ public class NatBenchmarks : BatchBenchmark
         foreach (ServiceDelta d in _store.Compile(_store.Replace("bench", _variants[0]), _nat.CompileService)) _nat.ApplyDelta(d);
         // Service 0's two versions, compiled once: what the control plane hands the worker for the change.
         _deltas = [.. _variants.Select(v => _nat.CompileService("bench/svc-0", v.Services[0], [v.EndpointSlices[0]]))];
-        _stage = new ConntrackStage(_nat, "l2-forward", "port-tx");
-        _ = new StageGraph([new PortRxStage("conntrack"), _stage, new Sink("l2-forward"), new PortTxStage(new PortTable()), new DropStage()], Batch);
+        // The three stages of the prerouting arc, one after the other (every packet goes on).
+        _stages = [new ConntrackStage(_nat, "lb"), new LoadBalanceStage(_nat, "nat", "port-tx"), new NatStage(_nat, "l2-forward")];
+        _ = new StageGraph([new PortRxStage("conntrack"), .. _stages, new Sink("l2-forward"), new PortTxStage(new PortTable()), new DropStage()], Batch);
         _batch = new PacketBatch(Batch);
         _next = new byte[Batch];
         _established = new byte[Batch][];
@@ -93,8 +94,13 @@ public class NatBenchmarks : BatchBenchmark
             e.Status |= CtStatus.SeenReply | CtStatus.Assured;
         }
         Restore(_established);
-        _stage.Process(_ctx, _batch, _next);
+        RunStages();
         if (_nat.Conntrack.Count != Batch) throw new InvalidOperationException($"expected {Batch} connections, have {_nat.Conntrack.Count}");
+    }
+
+    private void RunStages()
+    {
+        foreach (Stage st in _stages) st.Process(_ctx, _batch, _next);
     }
 
     private sealed class Sink(string name) : Stage(name, [])
@@ -106,7 +112,7 @@ public class NatBenchmarks : BatchBenchmark
     {
         for (int i = 0; i < Batch; i++) frame(i).CopyTo(_slab.Frame(_batch.Slots[i]));
         Prepare();
-        _stage.Process(_ctx, _batch, _next);
+        RunStages();
     }
 
     private void Prepare()
@@ -179,14 +185,14 @@ public class NatBenchmarks : BatchBenchmark
     public void Hit()
     {
         Restore(_established);
-        _stage.Process(_ctx, _batch, _next);
+        RunStages();
     }
 
     [Benchmark(OperationsPerInvoke = Batch, Description = "new connection: Service lookup, random endpoint, create + delete entry")]
     public void NewConnection()
     {
         Restore(_syns);
-        _stage.Process(_ctx, _batch, _next);
+        RunStages();
         int[] slots = _batch.Slots;
         for (int i = 0; i < Batch; i++) _nat.Conntrack.Delete(_slab.Meta[slots[i]].CtIndex >> 1);
     }

@@ -114,7 +114,6 @@ public sealed class VxlanDecapStage : Stage
             }
             m.Offset += VxlanView.Size;
             m.Length -= VxlanView.Size;
-            m.Vni = gotVni;
             Counters.Add((int)Counter.Decapsulated);
             next[i] = 1;
             if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)

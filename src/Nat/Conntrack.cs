@@ -43,6 +43,15 @@ public enum CtStatus : byte
     RedirectedOrig = 1 << 6,
 }
 
+/// <summary>A policy stage's decision about a connection, made once and kept in its entry.</summary>
+public enum CtVerdict : byte
+{
+    /// <summary>No policy stage has decided (none runs, or not yet).</summary>
+    None,
+    Allow,
+    Deny,
+}
+
 /// <summary>Why an endpoint was chosen (shown by the CLI and the trace).</summary>
 public enum CtRule : byte
 {
@@ -89,6 +98,10 @@ public struct CtEntry
     public byte Fins;
     /// <summary>1 while the entry is in use.</summary>
     public byte Live;
+    /// <summary>What a policy stage decided for the connection on its first packet (kept for the rest of it).</summary>
+    public CtVerdict Verdict;
+    /// <summary>A mark later stages may set and read (like the kernel's ct mark).</summary>
+    public ushort Mark;
 
     public readonly bool IsNat => (Status & (CtStatus.DstNat | CtStatus.SrcNat)) != 0;
 }

@@ -19,6 +19,10 @@ public enum PacketFlags : ushort
     ChecksumPartial = 1 << 4,
     /// <summary>The transport checksum is known to be right (verified by the kernel, or computed here).</summary>
     ChecksumValid = 1 << 5,
+    /// <summary>Connection tracking found no connection: a new one, for the load-balancing stage to decide and commit.</summary>
+    CtNew = 1 << 6,
+    /// <summary>An ICMP error related to the tracked connection in <see cref="PacketMeta.CtIndex"/> (the quoted datagram's).</summary>
+    CtRelated = 1 << 7,
 }
 
 /// <summary>What kind of super-frame a packet is (the kernel's TSO/GSO, carried across TAP by the virtio-net header).</summary>
@@ -63,7 +67,6 @@ public struct PacketMeta
     public PacketFlags Flags;
     public byte DropStage;
     public byte DropReason;
-    public uint Vni;
     public uint FlowHash;
     public int CtIndex;
     /// <summary>Underlay (VTEP) address of the overlay peer: the outer source of a decapsulated frame, or the peer an

@@ -135,7 +135,12 @@ public sealed class Datapath : IDisposable, IMeshHandler
         g.AddNode(new L2LearnStage(Macs, options.MacTableFullPolicy, prerouting, Router is null ? null : Ports, Router is null ? null : localOut));
         // Connection tracking with Service DNAT: every IPv4 frame, bridged or routed (br_netfilter's way); its refusals
         // (TCP RST, ICMP port unreachable) go straight back out.
-        if (Nat is not null) g.AddFeature(Arcs.Prerouting, new ConntrackStage(Nat, Stage.ArcNext, postrouting));
+        if (Nat is not null)
+        {
+            g.AddFeature(Arcs.Prerouting, new ConntrackStage(Nat, Stage.ArcNext));
+            g.AddFeature(Arcs.Prerouting, new LoadBalanceStage(Nat, Stage.ArcNext, postrouting), runsAfter: ["conntrack"]);
+            g.AddFeature(Arcs.Prerouting, new NatStage(Nat, Stage.ArcNext), runsAfter: ["lb"]);
+        }
         g.AddNode(new L2ForwardStage(Macs, forward, Router?.RouterMac ?? 0, "arp", "ip4-route", Ports, localIn));
         if (Router is not null)
         {

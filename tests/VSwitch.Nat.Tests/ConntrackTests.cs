@@ -105,6 +105,15 @@ public sealed class ConntrackTests
     }
 
     [Fact]
+    public void An_entry_has_room_for_a_verdict_and_a_mark_within_88_bytes()
+    {
+        Assert.True(System.Runtime.CompilerServices.Unsafe.SizeOf<CtEntry>() <= 88, $"CtEntry is {System.Runtime.CompilerServices.Unsafe.SizeOf<CtEntry>()} bytes");
+        var ct = new Conntrack(16, new ConntrackTimeouts(), Tps);
+        int e = ct.Create(K(1, 2, 3, 4), K(2, 1, 4, 3), CtState.SynSent, 0);
+        Assert.Equal((CtVerdict.None, (ushort)0), (ct[e].Verdict, ct[e].Mark));
+    }
+
+    [Fact]
     public void Expiry_steps_are_bounded_and_go_round_the_table()
     {
         var t = new ConntrackTimeouts { UdpUnreplied = TimeSpan.FromSeconds(30) };

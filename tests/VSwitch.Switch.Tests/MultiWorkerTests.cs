@@ -203,8 +203,8 @@ public sealed class MultiWorkerTests
             sw.ClearTx();
         }
         Assert.Equal(2 * n, sw.Connections);
-        Assert.Equal(n, sw.W.Sum(w => w.Stage("conntrack", (int)ConntrackStage.Counter.PortRemap)));
-        Assert.True(sw.W.Sum(w => w.Stage("conntrack", (int)ConntrackStage.Counter.HandedToReplyOwner)) > 0);
+        Assert.Equal(n, sw.W.Sum(w => w.Stage("lb", (int)LoadBalanceStage.Counter.PortRemap)));
+        Assert.True(sw.W.Sum(w => w.Stage("lb", (int)LoadBalanceStage.Counter.HandedToReplyOwner)) > 0);
         Assert.Equal(0, sw.W.Sum(w => w.Dp.Graph.Drop.NonZero().Sum(d => d.Count)));
 
         // Removing the endpoints evicts every connection; every redirect goes with them, whichever way it pointed.
@@ -272,7 +272,7 @@ public sealed class MultiWorkerTests
             sw.ClearTx();
         }
         Assert.Equal(64, sw.Connections);
-        Assert.Equal(32, sw.W.Sum(w => w.Stage("conntrack", (int)ConntrackStage.Counter.PortRemap)));
+        Assert.Equal(32, sw.W.Sum(w => w.Stage("lb", (int)LoadBalanceStage.Counter.PortRemap)));
     }
 
     [Fact]

@@ -30,6 +30,7 @@ public sealed class ServiceNatTests
 
         public NatEngine Nat => Dp.Nat!;
         public ConntrackStage Stage => (ConntrackStage)Dp.Graph.Stages.First(s => s.Name == "conntrack");
+        public LoadBalanceStage Lb => (LoadBalanceStage)Dp.Graph.Stages.First(s => s.Name == "lb");
 
         public void Apply(params object[] objects) => Nat.Apply(Nat.Compile(new ClusterObjects
         {
@@ -131,7 +132,7 @@ public sealed class ServiceNatTests
     }
 
     private static long Drops(Datapath dp, string reason) =>
-        dp.Graph.Drop.NonZero().Where(d => d.Stage == "conntrack" && d.Reason == reason).Sum(d => d.Count);
+        dp.Graph.Drop.NonZero().Where(d => d.Stage is "conntrack" or "lb" && d.Reason == reason).Sum(d => d.Count);
 
     [Fact]
     public void ClusterIP_tcp_is_dnated_to_a_local_endpoint_and_the_bridged_reply_is_reversed()
@@ -209,7 +210,7 @@ public sealed class ServiceNatTests
         Assert.Equal("10.96.0.11", icmp.Source.ToString());
         Assert.Equal(IcmpType.DestinationUnreachable, icmp.Payload[0]);
         Assert.Equal(IcmpUnreachableCode.Port, icmp.Payload[1]);
-        Assert.Equal(2, n.Stage.Counters[(int)ConntrackStage.Counter.Rejected]);
+        Assert.Equal(2, n.Lb.Counters[(int)LoadBalanceStage.Counter.Rejected]);
         Assert.Empty(n.Nat.Conntrack.Snapshot());
         // An address in the Service CIDR no Service owns is refused too, not routed to the host (it would loop).
         n.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", "10.96.5.5", 40003, 80, TcpFlags.Syn));
@@ -233,7 +234,7 @@ public sealed class ServiceNatTests
         n.Dp.RunOnce();
         Assert.Equal((Vip, (ushort)80, "10.244.1.2", (ushort)40000), Tuple(Checked(Assert.Single(n.A.Transmitted))));
         Assert.Empty(n.Host.Transmitted);
-        Assert.Equal(1, n.Stage.Counters[(int)ConntrackStage.Counter.GatewaySnat]);
+        Assert.Equal(1, n.Lb.Counters[(int)LoadBalanceStage.Counter.GatewaySnat]);
     }
 
     [Fact]
@@ -267,7 +268,7 @@ public sealed class ServiceNatTests
         n.Dp.RunOnce();
         int[] counts = [n.B.Transmitted.Count, n.C.Transmitted.Count, n.Tunnel.Transmitted.Count];
         Assert.Equal(60, counts.Max());
-        Assert.Equal(59, n.Stage.Counters[(int)ConntrackStage.Counter.AffinityHits]);
+        Assert.Equal(59, n.Lb.Counters[(int)LoadBalanceStage.Counter.AffinityHits]);
         ServiceTable t = n.Nat.Services;
         ulong key = t.Frontends[0].AffinityKey;
         Assert.True(n.Nat.Affinity.TryGet(key, Ip("10.244.1.2").Value, _clock.GetTimestamp(), 60 * _clock.TimestampFrequency, out _, out _));
@@ -277,7 +278,7 @@ public sealed class ServiceNatTests
         n.ClearTx();
         for (int i = 0; i < 30; i++) n.A.Inject(Tcp(RouterMac, PodA, "10.244.1.2", Vip, (ushort)(30000 + i), 80, TcpFlags.Syn));
         n.Dp.RunOnce();
-        Assert.Equal(59 + 29, n.Stage.Counters[(int)ConntrackStage.Counter.AffinityHits]);
+        Assert.Equal(59 + 29, n.Lb.Counters[(int)LoadBalanceStage.Counter.AffinityHits]);
     }
 
     [Fact]
@@ -501,7 +502,7 @@ public sealed class ServiceNatTests
         n.A.Inject(Tcp(PodB, PodA, "10.244.1.2", "10.244.1.3", 40003, 80, TcpFlags.Ack, payload: 10));
         n.Dp.RunOnce();
         Assert.Single(n.B.Transmitted);
-        Assert.Equal(1, n.Stage.Counters[(int)ConntrackStage.Counter.Loose]);
+        Assert.Equal(1, n.Lb.Counters[(int)LoadBalanceStage.Counter.Loose]);
     }
 
     [Fact]
@@ -598,7 +599,7 @@ public sealed class ServiceNatTests
         long after = GC.GetAllocatedBytesForCurrentThread();
         Assert.Equal(0, after - before);
         Assert.True(n.Tunnel.Counters[(int)PortCounter.TxPackets] >= 550 * 64, "every datagram left through the tunnel");
-        Assert.Equal(64, n.Stage.Counters[(int)ConntrackStage.Counter.New]);
+        Assert.Equal(64, n.Lb.Counters[(int)LoadBalanceStage.Counter.New]);
     }
 
     [Fact]
