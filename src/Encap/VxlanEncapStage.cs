@@ -129,7 +129,7 @@ public sealed class VxlanEncapStage : Stage
                     continue;
                 }
                 OverlayPeer op = ov.Peer(peer);
-                ushort sport = ov.SourcePort(FlowHash(slab.SlotPointer(s) + m.Offset, m.Length));
+                ushort sport = ov.SourcePort(m.FlowHash != 0 ? Fold(m.FlowHash) : FlowHash(slab.SlotPointer(s) + m.Offset, m.Length));
                 m.Offset -= OverlayPeer.OuterSize;
                 m.Length += OverlayPeer.OuterSize;
                 op.WriteOuter(slab.SlotPointer(s) + m.Offset, m.Length - OverlayPeer.OuterSize, sport);
@@ -162,7 +162,7 @@ public sealed class VxlanEncapStage : Stage
         IReadOnlyList<OverlayPeer> peers = _overlay.Peers;
         if (m.Length > maxInner) return copies;
         byte* src = slab.SlotPointer(s) + m.Offset;
-        ushort sport = _overlay.SourcePort(FlowHash(src, m.Length));
+        ushort sport = _overlay.SourcePort(m.FlowHash != 0 ? Fold(m.FlowHash) : FlowHash(src, m.Length));
         for (int p = 0; p < peers.Count; p++)
         {
             if (!slab.TryAlloc(out int c))
@@ -195,6 +195,9 @@ public sealed class VxlanEncapStage : Stage
     /// send-socket ports are given: <see cref="Overlay.SourcePort"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe ushort SourcePort(byte* frame, int length) => Overlay.DefaultSourcePort(FlowHash(frame, length));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Fold(ulong h) => (uint)(h ^ (h >> 32));
 
     /// <summary>Hash of the inner IPv4 5-tuple (ports only for the first fragment of TCP/UDP), else of the MAC addresses.</summary>
     public static unsafe uint FlowHash(byte* f, int length)

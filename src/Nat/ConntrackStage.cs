@@ -139,7 +139,8 @@ public sealed class ConntrackStage : Stage
                     continue;
             }
 
-            ulong hash = ct.Hash(key);
+            // The hash ethernet-parse computed is this tuple's when the table uses the process's salt (tests give others).
+            ulong hash = m.FlowHash != 0 && ct.Salt == FlowHash.ProcessSalt ? m.FlowHash : ct.Hash(key);
             int r = ct.Lookup(key, hash);
             if (r >= 0 && ct.IsExpired(r >> 1, now))
             {

@@ -108,33 +108,8 @@ public static class NatRewrite
         }
     }
 
-    /// <summary>Reads the tuple of an IPv4 packet (or of the datagram quoted in an ICMP error, whose transport header may
-    /// be cut to 8 bytes). False when the header is too short for its protocol's ports.</summary>
-    public static bool TryReadKey(ReadOnlySpan<byte> ip, out FlowKey key, out int ihl)
-    {
-        key = default;
-        ihl = 0;
-        if (ip.Length < Ipv4View.MinHeaderSize || ip[0] >> 4 != 4) return false;
-        ihl = (ip[0] & 0x0F) * 4;
-        if (ihl < Ipv4View.MinHeaderSize || ip.Length < ihl + 4) return false;
-        byte proto = ip[9];
-        uint src = BinaryPrimitives.ReadUInt32BigEndian(ip[12..]);
-        uint dst = BinaryPrimitives.ReadUInt32BigEndian(ip[16..]);
-        ReadOnlySpan<byte> l4 = ip[ihl..];
-        switch (proto)
-        {
-            case IpProtocol.Tcp:
-            case IpProtocol.Udp:
-                key = new FlowKey(src, dst, BinaryPrimitives.ReadUInt16BigEndian(l4), BinaryPrimitives.ReadUInt16BigEndian(l4[2..]), proto);
-                return true;
-            case IpProtocol.Icmp:
-                if (l4.Length < 8 || l4[0] is not (IcmpType.EchoRequest or IcmpType.EchoReply)) return false;
-                key = new FlowKey(src, dst, BinaryPrimitives.ReadUInt16BigEndian(l4[4..]), l4[0], proto);
-                return true;
-            default:
-                return false;
-        }
-    }
+    /// <summary>Reads the tuple of an IPv4 packet or a quoted datagram (<see cref="FlowKey.TryRead"/>).</summary>
+    public static bool TryReadKey(ReadOnlySpan<byte> ip, out FlowKey key, out int ihl) => FlowKey.TryRead(ip, out key, out ihl);
 
     /// <summary>
     /// NAT of an ICMP error RELATED to a tracked flow: the quoted datagram (which went the other way after translation)

@@ -52,8 +52,8 @@ public sealed class SteerStage : Stage
                 local++;
                 continue;
             }
-            var ip = new ReadOnlySpan<byte>(slab.SlotPointer(s) + m.Offset + m.L3Offset, m.Length - m.L3Offset);
-            int home = _mesh.Home(FlowHash.Symmetric(KeyOf(ip), _mesh.Salt));
+            // The flow hash ethernet-parse computed (with the mesh's salt, the process's).
+            int home = _mesh.Home(m.FlowHash);
             if (home == _self)
             {
                 local++;
@@ -73,24 +73,6 @@ public sealed class SteerStage : Stage
         Counters.Add((int)Counter.HandedOff, handed);
     }
 
-    /// <summary>The tuple a packet is steered by (see the class summary). Malformed headers hash on what is there: the
-    /// worker they land on drops them as it would anyway.</summary>
-    public static FlowKey KeyOf(ReadOnlySpan<byte> ip)
-    {
-        if (ip.Length < Ipv4View.MinHeaderSize) return default;
-        uint src = BinaryPrimitives.ReadUInt32BigEndian(ip[12..]);
-        uint dst = BinaryPrimitives.ReadUInt32BigEndian(ip[16..]);
-        byte proto = ip[9];
-        int ihl = (ip[0] & 0x0F) * 4;
-        bool first = (BinaryPrimitives.ReadUInt16BigEndian(ip[6..]) & 0x1FFF) == 0;
-        if (first && ihl >= Ipv4View.MinHeaderSize && ip.Length >= ihl + 8)
-        {
-            ReadOnlySpan<byte> l4 = ip[ihl..];
-            if (proto == IpProtocol.Icmp && l4[0] is IcmpType.DestinationUnreachable or IcmpType.TimeExceeded or 12
-                && NatRewrite.TryReadKey(l4[IcmpView.HeaderSize..], out FlowKey quoted, out _))
-                return quoted;
-            if (NatRewrite.TryReadKey(ip, out FlowKey key, out _)) return key;
-        }
-        return new FlowKey(src, dst, 0, 0, proto);
-    }
+    /// <summary>The tuple a packet is steered by (<see cref="FlowKey.OfPacket"/>).</summary>
+    public static FlowKey KeyOf(ReadOnlySpan<byte> ip) => FlowKey.OfPacket(ip);
 }

@@ -67,7 +67,10 @@ public struct PacketMeta
     public PacketFlags Flags;
     public byte DropStage;
     public byte DropReason;
-    public uint FlowHash;
+    /// <summary>The flow's symmetric, salted hash (<see cref="Pipeline.FlowHash.Symmetric"/> of
+    /// <see cref="FlowKey.OfPacket"/>), computed once by ethernet-parse for IPv4 and used to steer the packet to its
+    /// worker, find its connection and pick the VXLAN source port; 0 for other frames.</summary>
+    public ulong FlowHash;
     public int CtIndex;
     /// <summary>Underlay (VTEP) address of the overlay peer: the outer source of a decapsulated frame, or the peer an
     /// encapsulated frame is sent to. 0 when none.</summary>

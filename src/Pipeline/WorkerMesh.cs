@@ -92,10 +92,9 @@ public sealed unsafe class WorkerMesh
         _slabs = new PacketSlab?[workers];
         _wakers = new Action?[workers];
         _w = new Worker[workers];
-        Salt = FlowHashSalt;
+        Salt = FlowHash.ProcessSalt;
     }
 
-    private static readonly ulong FlowHashSalt = (ulong)Random.Shared.NextInt64() | 1;
 
     public int Count => _n;
     /// <summary>Salt for the steering hash (one per process, the same for every worker).</summary>

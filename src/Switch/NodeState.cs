@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using VSwitch.Nat;
 using VSwitch.Nat.Cluster;
+using VSwitch.Pipeline;
 using VSwitch.Pipeline.Wire;
 using VSwitch.Switch.Control;
 

@@ -41,7 +41,7 @@ public sealed partial class ServiceCatalog : IDisposable
     }
 
     /// <summary>What the last change did (shown by <c>vswitch services</c>).</summary>
-    public string LastResult { get; private set; } = "not loaded";
+    public string LastResult { get; private set; } = "none yet";
     public string? LastError { get; private set; }
     public int Applied { get; private set; }
     /// <summary>True when a manifest directory (or file) is watched.</summary>

@@ -210,7 +210,14 @@ public sealed partial class SwitchHost : IDisposable
                 Services.Restore(new ClusterObjects { Services = r.Services, EndpointSlices = r.EndpointSlices });
             RestoreConnections();
         }
-        SaveState();
+        // Forwarding first: after a restart, every millisecond until the workers run is a pause for the pods; the control
+        // API (Kestrel) and the state file come right after.
+        foreach (Datapath w in Workers)
+        {
+            w.Start();
+            _undo.Push(($"worker {w.WorkerIndex}", w.Dispose));
+        }
+        LogForwarding(Workers.Count, (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalMilliseconds);
         Control = new ControlServer(Config.Control.Socket, new ControlService(this), _log, Config.Metrics?.Listen)
         {
             Ready = () => _ready,
@@ -218,11 +225,7 @@ public sealed partial class SwitchHost : IDisposable
         };
         Control.Start();
         _undo.Push(("control socket", () => Control.Dispose()));
-        foreach (Datapath w in Workers)
-        {
-            w.Start();
-            _undo.Push(($"worker {w.WorkerIndex}", w.Dispose));
-        }
+        SaveState();
         Services?.StartWatching();
         _ready = true;
     }
@@ -525,6 +528,28 @@ public sealed partial class SwitchHost : IDisposable
         {
             throw new PortException($"{at}: {e.Message}", e.Errno);
         }
+        try
+        {
+            return SetUpTap(pc, at, taps);
+        }
+        catch (PortException) when (persistent)
+        {
+            // Set-up failed half way: the device must go with the descriptors the caller's undo closes.
+            try
+            {
+                taps[0].SetPersistent(false);
+            }
+            catch (PortException)
+            {
+            }
+            throw;
+        }
+    }
+
+    /// <summary>Queue length, receive steering, then the move into the pod's namespace with its address and routes.</summary>
+    private TapPort[] SetUpTap(PortConfig pc, string at, TapPort[] taps)
+    {
+        string ifName = pc.Interface!;
         // The pod's MAC as the kernel chose it, unless configured: the switch knows its pods' neighbor entries from the start.
         _podMacs[pc.Name!] = pc.Mac ?? NetNs.MacOf(ifName);
         // Both settings are made before the TAP moves into the pod's namespace and move with the device (tun resizes
@@ -978,6 +1003,9 @@ public sealed partial class SwitchHost : IDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "peer {Name} {Action}: {Address}, pod CIDR {PodCidr}")]
     private partial void LogPeerChanged(string name, string action, string address, string podCidr);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "forwarding: {Workers} worker(s) running, {Ms:F0} ms after the process started")]
+    private partial void LogForwarding(int workers, double ms);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "state: {Reason}; starting clean")]
     private partial void LogStateRejected(string reason);

@@ -80,3 +80,40 @@ public sealed class ArcTests
         Assert.True(Pos("ip4-route") < Pos("my-forward") && Pos("my-forward") < Pos("vxlan-encap") && Pos("my-local-in") < Pos("vxlan-encap"));
     }
 }
+
+/// <summary>The flow hash is computed once, by ethernet-parse, and is what steering and connection tracking use.</summary>
+public sealed class FlowHashAtParseTests
+{
+    private static ulong HashOf(byte[] frame)
+    {
+        var slab = new PacketSlab(16);
+        Assert.True(slab.TryAllocFrame(frame, out int s));
+        var batch = new PacketBatch(4);
+        batch.Add(s);
+        var parse = new Pipeline.Stages.EthernetParseStage("next");
+        _ = new StageGraph([parse, new Sink("next"), new DropStage()], 4);
+        parse.Process(new WorkerContext(slab, TimeProvider.System), batch, new byte[4]);
+        return slab.Meta[s].FlowHash;
+    }
+
+    private sealed class Sink(string name) : Stage(name, [])
+    {
+        public override void Process(WorkerContext ctx, PacketBatch batch, Span<byte> next) { }
+    }
+
+    [Fact]
+    public void Both_directions_and_the_errors_about_a_flow_hash_alike_as_the_connection_table_does()
+    {
+        MacAddress a = MacAddress.Parse("02:00:00:00:00:01"), b = MacAddress.Parse("02:00:00:00:00:02");
+        byte[] there = Udp(b, a, "10.244.1.2", "10.244.1.3", 40000, 53);
+        byte[] back = Udp(a, b, "10.244.1.3", "10.244.1.2", 53, 40000);
+        ulong h = HashOf(there);
+        Assert.NotEqual(0UL, h);
+        Assert.Equal(h, HashOf(back));
+        var key = new FlowKey(Ip("10.244.1.2").Value, Ip("10.244.1.3").Value, 40000, 53, IpProtocol.Udp);
+        Assert.Equal(FlowHash.Symmetric(key, FlowHash.ProcessSalt), h);
+        Assert.NotEqual(h, HashOf(Udp(b, a, "10.244.1.2", "10.244.1.3", 40001, 53)));
+        // Not IPv4: no flow hash.
+        Assert.Equal(0UL, HashOf(Frames.Make(b, a)));
+    }
+}

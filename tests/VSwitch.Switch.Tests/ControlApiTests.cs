@@ -45,6 +45,7 @@ public sealed class ApiFixture : IDisposable
         SwitchConfig config = ConfigLoader.Parse($$"""
             node: {name: api-test, podCIDR: 10.244.9.0/24}
             control: {socket: {{Socket}}}
+            state: {directory: {{Dir}}/state}
             metrics: {listen: "127.0.0.1:{{MetricsPort}}"}
             services: {manifests: {{Manifests}}, reloadSeconds: 3600}
             overlay:

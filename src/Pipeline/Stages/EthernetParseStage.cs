@@ -48,6 +48,10 @@ public sealed class EthernetParseStage : Stage
                 m.VlanId = eth.VlanId;
             }
             if ((dst & 0x0100_0000_0000UL) != 0) m.Flags |= PacketFlags.GroupDestination;
+            // The flow hash, once for every later stage (steering, connection tracking, the VXLAN source port).
+            m.FlowHash = m.EtherType == EtherType.Ipv4 && !eth.IsTagged
+                ? FlowHash.Symmetric(FlowKey.OfPacket(slab.Frame(s)[m.L3Offset..]), FlowHash.ProcessSalt)
+                : 0;
             if ((src & 0x0100_0000_0000UL) != 0) next[i] = Drop(ref m, (int)Reason.GroupSource);
             else if (src == 0) next[i] = Drop(ref m, (int)Reason.ZeroSource);
             else next[i] = 1;

@@ -215,7 +215,7 @@ public static class Render
     public static string Services(ServiceList s)
     {
         string head = string.Create(Inv, $"service CIDR {s.ServiceCIDR ?? "-"}, node address {s.NodeAddress ?? "-"}; {s.Services} Service(s), {s.Frontends.Count} frontend(s), version {s.Version}\n");
-        string last = s.LastLoad is { } l ? $"manifests: {l}{(s.LastError is { } err ? $"\nlast reload failed (kept the Services above): {err}" : "")}\n" : "";
+        string last = s.LastLoad is { } l ? $"last change: {l}{(s.LastError is { } err ? $"\nlast reload failed (kept the Services above): {err}" : "")}\n" : "";
         var rows = new List<string[]> { new[] { "SERVICE", "PORT", "KIND", "FRONTEND", "ENDPOINTS", "POLICY", "AFFINITY" } };
         foreach (FrontendInfo f in s.Frontends)
         {

@@ -1,9 +1,10 @@
+using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using VSwitch.Pipeline.Wire;
 
-namespace VSwitch.Nat;
+namespace VSwitch.Pipeline;
 
 /// <summary>
 /// A connection tuple as it appears on the wire in one direction: source and destination address and port and the IP
@@ -51,6 +52,56 @@ public struct FlowKey : IEquatable<FlowKey>
     public override readonly int GetHashCode() => (int)FlowHash.Symmetric(this, 0);
     public static bool operator ==(FlowKey a, FlowKey b) => a.Equals(b);
     public static bool operator !=(FlowKey a, FlowKey b) => !a.Equals(b);
+
+    /// <summary>Reads the tuple of an IPv4 packet (or of the datagram quoted in an ICMP error, whose transport header may
+    /// be cut to 8 bytes). False when the header is too short for its protocol's ports.</summary>
+    public static bool TryRead(ReadOnlySpan<byte> ip, out FlowKey key, out int ihl)
+    {
+        key = default;
+        ihl = 0;
+        if (ip.Length < Ipv4View.MinHeaderSize || ip[0] >> 4 != 4) return false;
+        ihl = (ip[0] & 0x0F) * 4;
+        if (ihl < Ipv4View.MinHeaderSize || ip.Length < ihl + 4) return false;
+        byte proto = ip[9];
+        uint src = BinaryPrimitives.ReadUInt32BigEndian(ip[12..]);
+        uint dst = BinaryPrimitives.ReadUInt32BigEndian(ip[16..]);
+        ReadOnlySpan<byte> l4 = ip[ihl..];
+        switch (proto)
+        {
+            case IpProtocol.Tcp:
+            case IpProtocol.Udp:
+                key = new FlowKey(src, dst, BinaryPrimitives.ReadUInt16BigEndian(l4), BinaryPrimitives.ReadUInt16BigEndian(l4[2..]), proto);
+                return true;
+            case IpProtocol.Icmp:
+                if (l4.Length < 8 || l4[0] is not (IcmpType.EchoRequest or IcmpType.EchoReply)) return false;
+                key = new FlowKey(src, dst, BinaryPrimitives.ReadUInt16BigEndian(l4[4..]), l4[0], proto);
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    /// <summary>The tuple a packet's flow is known by (its hash steers it to a worker and finds its connection): TCP and
+    /// UDP by addresses and ports, ICMP echo by addresses and id, an ICMP error by the tuple it quotes (so it meets the
+    /// connection it is about), anything else (other protocols, later fragments, malformed headers) by addresses.</summary>
+    public static FlowKey OfPacket(ReadOnlySpan<byte> ip)
+    {
+        if (ip.Length < Ipv4View.MinHeaderSize) return default;
+        uint src = BinaryPrimitives.ReadUInt32BigEndian(ip[12..]);
+        uint dst = BinaryPrimitives.ReadUInt32BigEndian(ip[16..]);
+        byte proto = ip[9];
+        int ihl = (ip[0] & 0x0F) * 4;
+        bool first = (BinaryPrimitives.ReadUInt16BigEndian(ip[6..]) & 0x1FFF) == 0;
+        if (first && ihl >= Ipv4View.MinHeaderSize && ip.Length >= ihl + 8)
+        {
+            ReadOnlySpan<byte> l4 = ip[ihl..];
+            if (proto == IpProtocol.Icmp && l4[0] is IcmpType.DestinationUnreachable or IcmpType.TimeExceeded or 12
+                && TryRead(l4[IcmpView.HeaderSize..], out FlowKey quoted, out _))
+                return quoted;
+            if (TryRead(ip, out FlowKey key, out _)) return key;
+        }
+        return new FlowKey(src, dst, 0, 0, proto);
+    }
 
     public override readonly string ToString()
     {
