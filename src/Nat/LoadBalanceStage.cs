@@ -181,14 +181,7 @@ public sealed class LoadBalanceStage : Stage
         bool remappable = !masq && proto != IpProtocol.Icmp && !(tcp && !syn);
         int e = CreateEntry(key, hash, ref reply, state, ref status, remappable, now, out Reason failure);
         if (e < 0) return Drop(ref m, (int)failure);
-        ref CtEntry x = ref ct[e];
-        x.Status |= status;
-        x.Rule = rule;
-        x.Packets0 = 1;
-        x.Bytes0 = ip.Length;
-        _nat.Steering?.Created(ref x);
-        m.CtIndex = e * 2;
-        Counters.Add((int)Counter.New);
+        ref CtEntry x = ref Commit(e, status, rule, ip.Length, ref m);
         if ((status & CtStatus.Loose) != 0) Counters.Add((int)Counter.Loose);
         if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
             ctx.Trace.Add(m, Index, (int)Code.New, e, (int)rule | (int)x.Status << 16,
@@ -314,14 +307,7 @@ public sealed class LoadBalanceStage : Stage
         int e = CreateEntry(key, hash, ref reply, key.Proto == IpProtocol.Tcp ? CtState.SynSent : CtState.Unreplied, ref status,
             remappable: !snat, now, out Reason failure);
         if (e < 0) return Drop(ref m, (int)failure);
-        ref CtEntry x = ref ct[e];
-        x.Status |= status;
-        x.Rule = rule;
-        x.Packets0 = 1;
-        x.Bytes0 = ip.Length;
-        _nat.Steering?.Created(ref x);
-        m.CtIndex = e * 2;
-        Counters.Add((int)Counter.New);
+        ref CtEntry x = ref Commit(e, status, rule, ip.Length, ref m);
         Counters.Add((int)Counter.Dnat);
         if (T.Enabled && (m.Flags & PacketFlags.Traced) != 0)
         {
@@ -355,6 +341,21 @@ public sealed class LoadBalanceStage : Stage
         }
         failure = e == Conntrack.Full ? Reason.TableFull : Reason.PortsExhausted;
         return e < 0 ? -1 : e;
+    }
+
+    /// <summary>Completes a created entry: its status and rule, the first packet counted, the other workers told where it
+    /// lives; the packet carries it on (original direction) to the nat stage.</summary>
+    private ref CtEntry Commit(int e, CtStatus status, CtRule rule, int length, ref PacketMeta m)
+    {
+        ref CtEntry x = ref _nat.Conntrack[e];
+        x.Status |= status;
+        x.Rule = rule;
+        x.Packets0 = 1;
+        x.Bytes0 = length;
+        _nat.Steering?.Created(ref x);
+        m.CtIndex = e * 2;
+        Counters.Add((int)Counter.New);
+        return ref x;
     }
 
     private static int IndexOf(Frontend fe) => fe.Id;

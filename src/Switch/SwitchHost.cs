@@ -698,8 +698,7 @@ public sealed partial class SwitchHost : IDisposable
     {
         var sw = Stopwatch.StartNew();
         PortConfig pc = ConfigOf(spec);
-        await _portGate.WaitAsync().ConfigureAwait(false);
-        try
+        return await Serialized(async () =>
         {
             var names = new HashSet<string>(Datapath.Ports.All().Select(p => p.Name), StringComparer.Ordinal);
             if (pc.Name is { } n && names.Contains(n)) throw ApiException.AlreadyExists($"a port named '{n}' exists");
@@ -752,11 +751,7 @@ public sealed partial class SwitchHost : IDisposable
             var service = new ControlService(this);
             PortInfo info = await Datapath.InvokeAsync(() => service.PortOf(Datapath.Ports[id]!)).ConfigureAwait(false);
             return new PortAdded { Port = info, Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
-        }
-        finally
-        {
-            _portGate.Release();
-        }
+        }).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -767,8 +762,7 @@ public sealed partial class SwitchHost : IDisposable
     public async Task<PortRemoved> RemovePortAsync(string name)
     {
         var sw = Stopwatch.StartNew();
-        await _portGate.WaitAsync().ConfigureAwait(false);
-        try
+        return await Serialized(async () =>
         {
             PodPort? rec;
             lock (_pods) _pods.TryGetValue(name, out rec);
@@ -821,11 +815,7 @@ public sealed partial class SwitchHost : IDisposable
                 Addresses = flushed.Order().Select(a => new Ipv4Address(a).ToString()).ToList(),
                 Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2),
             };
-        }
-        finally
-        {
-            _portGate.Release();
-        }
+        }).ConfigureAwait(false);
     }
 
     private List<PeerConfig>? _peerConfigs;
@@ -874,8 +864,7 @@ public sealed partial class SwitchHost : IDisposable
     public async Task<PeerChanged> AddPeerAsync(PeerSpec spec)
     {
         var sw = Stopwatch.StartNew();
-        await _portGate.WaitAsync().ConfigureAwait(false);
-        try
+        return await Serialized(async () =>
         {
             PeerConfig pc = PeerConfigOf(spec);
             if (pc.Name is { } n && PeerConfigs.Any(p => p.Name == n)) throw ApiException.AlreadyExists($"a peer named '{n}' exists");
@@ -888,19 +877,14 @@ public sealed partial class SwitchHost : IDisposable
             SaveState();
             LogPeerChanged(pc.Name!, "added", pc.Address!, pc.PodCidr ?? "-");
             return new PeerChanged { Peer = SpecOf(pc), Action = "added", Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
-        }
-        finally
-        {
-            _portGate.Release();
-        }
+        }).ConfigureAwait(false);
     }
 
     /// <summary>Changes a peer's underlay address, pod subnet or VTEP MAC (fields left out keep their value).</summary>
     public async Task<PeerChanged> UpdatePeerAsync(string name, PeerSpec spec)
     {
         var sw = Stopwatch.StartNew();
-        await _portGate.WaitAsync().ConfigureAwait(false);
-        try
+        return await Serialized(async () =>
         {
             int at = PeerConfigs.FindIndex(p => p.Name == name);
             if (at < 0) throw ApiException.NotFound($"no configured peer named '{name}'");
@@ -917,11 +901,7 @@ public sealed partial class SwitchHost : IDisposable
             SaveState();
             LogPeerChanged(name, "updated", pc.Address!, pc.PodCidr ?? "-");
             return new PeerChanged { Peer = SpecOf(pc), Action = "updated", Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
-        }
-        finally
-        {
-            _portGate.Release();
-        }
+        }).ConfigureAwait(false);
     }
 
     /// <summary>Removes a peer (configured, or learned from an unknown underlay address), its route and the forwarding
@@ -929,8 +909,7 @@ public sealed partial class SwitchHost : IDisposable
     public async Task<PeerChanged> RemovePeerAsync(string name)
     {
         var sw = Stopwatch.StartNew();
-        await _portGate.WaitAsync().ConfigureAwait(false);
-        try
+        return await Serialized(async () =>
         {
             if (Datapath.Overlay is null) throw ApiException.NotFound("no overlay configured (overlay: section in the config)");
             int at = PeerConfigs.FindIndex(p => p.Name == name);
@@ -948,6 +927,17 @@ public sealed partial class SwitchHost : IDisposable
             }
             LogPeerChanged(name, "removed", removed.Address ?? "-", removed.PodCIDR ?? "-");
             return new PeerChanged { Peer = removed, Action = "removed", ForwardingEntriesRemoved = fdb, Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs one change of ports or peers at a time, so every worker's tables go through the same changes in the
+    /// same order (and give a port the same id).</summary>
+    private async Task<T> Serialized<T>(Func<Task<T>> change)
+    {
+        await _portGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            return await change().ConfigureAwait(false);
         }
         finally
         {
