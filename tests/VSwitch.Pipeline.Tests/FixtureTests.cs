@@ -6,7 +6,7 @@ using VSwitch.Pipeline.Wire;
 namespace VSwitch.Pipeline.Tests;
 
 /// <summary>
-/// The kernel-made captures in shared/fixtures read through <see cref="PcapReader"/> and the wire views, cross-checked
+/// The kernel-made captures in tests/fixtures read through <see cref="PcapReader"/> and the wire views, cross-checked
 /// against tshark. Frame counts were taken with <c>tshark -r FILE | wc -l</c> (53 and 54); the fixture README's
 /// "51 VXLAN frames" is out of date — tshark dissects 53 VXLAN frames in kernel-vxlan-4789.pcap.
 /// </summary>

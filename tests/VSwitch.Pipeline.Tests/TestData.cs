@@ -89,7 +89,7 @@ internal static class Frames
 
 internal static class Fixtures
 {
-    /// <summary>The shared fixtures directory: <c>../shared/fixtures</c> beside the repository root (the folder holding VSwitch.sln).</summary>
+    /// <summary>The fixtures directory: <c>tests/fixtures</c> in the repository (the folder holding VSwitch.sln).</summary>
     public static string Directory
     {
         get
@@ -98,8 +98,8 @@ internal static class Fixtures
             while (dir is not null && !File.Exists(Path.Combine(dir, "VSwitch.sln")))
                 dir = Path.GetDirectoryName(dir.TrimEnd(Path.DirectorySeparatorChar));
             Assert.True(dir is not null, $"no VSwitch.sln above {AppContext.BaseDirectory}");
-            string fixtures = Path.GetFullPath(Path.Combine(dir!, "..", "shared", "fixtures"));
-            Assert.True(System.IO.Directory.Exists(fixtures), $"fixtures directory {fixtures} is missing (expected 'shared/' beside the repository)");
+            string fixtures = Path.GetFullPath(Path.Combine(dir!, "tests", "fixtures"));
+            Assert.True(System.IO.Directory.Exists(fixtures), $"fixtures directory {fixtures} is missing");
             return fixtures;
         }
     }

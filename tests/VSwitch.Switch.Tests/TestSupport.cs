@@ -89,8 +89,8 @@ internal static class SharedFixtures
         while (dir is not null && !File.Exists(Path.Combine(dir, "VSwitch.sln")))
             dir = Path.GetDirectoryName(dir.TrimEnd(Path.DirectorySeparatorChar));
         Assert.True(dir is not null, $"no VSwitch.sln above {AppContext.BaseDirectory}");
-        string path = Path.GetFullPath(Path.Combine(dir!, "..", "shared", "fixtures", name));
-        Assert.True(File.Exists(path), $"fixture {path} is missing (expected 'shared/' beside the repository)");
+        string path = Path.GetFullPath(Path.Combine(dir!, "tests", "fixtures", name));
+        Assert.True(File.Exists(path), $"fixture {path} is missing");
         return path;
     }
 }
