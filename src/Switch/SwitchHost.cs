@@ -242,6 +242,14 @@ public sealed partial class SwitchHost : IDisposable
     internal void SaveState()
     {
         if (State is null) return;
+        // Port, peer and Service changes save from their own threads: one writer at a time, each writing everything.
+        lock (_stateGate) SaveStateLocked();
+    }
+
+    private readonly Lock _stateGate = new();
+
+    private void SaveStateLocked()
+    {
         List<SavedPort> ports;
         lock (_pods) ports = _podOrder.Where(p => p.Origin == "api").Select(p => new SavedPort(SpecOf(p.Config), _podMacs.GetValueOrDefault(p.Name))).ToList();
         ClusterObjects api = Services?.ApiObjects() ?? ClusterObjects.Empty;
@@ -255,11 +263,11 @@ public sealed partial class SwitchHost : IDisposable
         };
         try
         {
-            State.Save(state);
+            State!.Save(state);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            LogStateNotSaved(State.StateFile, e.Message);
+            LogStateNotSaved(State!.StateFile, e.Message);
         }
     }
 
@@ -621,7 +629,7 @@ public sealed partial class SwitchHost : IDisposable
 
     private readonly Dictionary<string, PodPort> _pods = new(StringComparer.Ordinal);
     private readonly List<PodPort> _podOrder = [];
-    private readonly Dictionary<string, string?> _podMacs = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string?> _podMacs = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _portGate = new(1, 1);
 
     /// <summary>Adds a pod port to one worker (on its thread once it runs) under <paramref name="id"/> (-1: the next
@@ -789,7 +797,7 @@ public sealed partial class SwitchHost : IDisposable
                 _pods.Remove(name);
                 _podOrder.Remove(rec);
             }
-            _podMacs.Remove(name);
+            _podMacs.TryRemove(name, out _);
             // The pod's TAP goes with its port.
             if (rec.Queues.Length > 0 && rec.Queues[0] is TapPort { Persistent: true } tap)
             {
