@@ -407,7 +407,6 @@ public sealed class LoadBalanceStage : Stage
             new MacAddress(m.SrcMac).Write(eth);
             new MacAddress(_routerMac).Write(eth[6..]);
             m.Length = m.L3Offset + len;
-            m.L4Offset = (ushort)(m.L3Offset + Ipv4View.MinHeaderSize);
             (m.DstMac, m.SrcMac) = (m.SrcMac, _routerMac);
         }
         else

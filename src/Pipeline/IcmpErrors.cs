@@ -69,7 +69,6 @@ public static class IcmpErrors
             .Emit(f[EthernetView.HeaderSize..]);
         m.Length = newLength;
         m.L3Offset = EthernetView.HeaderSize;
-        m.L4Offset = EthernetView.HeaderSize + Ipv4View.MinHeaderSize;
         m.DstMac = origSrcMac;
         m.SrcMac = routerMac;
         m.EtherType = EtherType.Ipv4;

@@ -62,8 +62,6 @@ public struct PacketMeta
     public ushort VlanId;
     /// <summary>Offset of the L3 header relative to <see cref="Offset"/>.</summary>
     public ushort L3Offset;
-    /// <summary>Offset of the L4 header relative to <see cref="Offset"/> (0 when none).</summary>
-    public ushort L4Offset;
     public PacketFlags Flags;
     public byte DropStage;
     public byte DropReason;
