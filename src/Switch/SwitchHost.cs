@@ -218,6 +218,7 @@ public sealed partial class SwitchHost : IDisposable
             _undo.Push(($"worker {w.WorkerIndex}", w.Dispose));
         }
         LogForwarding(Workers.Count, (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalMilliseconds);
+        if (_reattached > 0) AnnounceNeighbors();
         Control = new ControlServer(Config.Control.Socket, new ControlService(this), _log, Config.Metrics?.Listen)
         {
             Ready = () => _ready,
@@ -231,6 +232,49 @@ public sealed partial class SwitchHost : IDisposable
     }
 
     private volatile bool _ready;
+    private int _reattached;
+
+    /// <summary>At most this many neighbors are announced to each pod after a restart.</summary>
+    private const int MaxAnnounced = 256;
+
+    /// <summary>
+    /// After a restart, tells every pod that kept its interface where its neighbors are: one ARP reply per neighbor (the
+    /// gateway and the other pods of the node), from that neighbor to the pod. While the switch was down the pod's
+    /// interface had no carrier, and its kernel flushed its neighbor entries; the packets it sent since left entries
+    /// waiting for an ARP answer, retried once a second. The announcement completes them at once, so traffic resumes
+    /// when the switch does, not at the pod's next ARP retry. (An entry the pod does not have is left alone.)
+    /// </summary>
+    private void AnnounceNeighbors()
+    {
+        if (Datapath.Router is not { } router) return;
+        Datapath w0 = Datapath;
+        int sent = w0.InvokeAsync(() =>
+        {
+            var known = new List<(uint Ip, ulong Mac)> { (router.Options.Gateway.Value, router.RouterMac) };
+            foreach ((Ipv4Address ip, L3.Neighbor n) in router.Neighbors.Entries())
+                if (n.State == L3.NeighborState.Permanent && ip != router.Options.Gateway) known.Add((ip.Value, n.Mac));
+            int count = 0;
+            Span<int> one = stackalloc int[1];
+            foreach ((uint podIp, L3.Neighbor pod) in router.Neighbors.Entries().Select(e => (e.Ip.Value, e.Entry)))
+            {
+                if (pod.State != L3.NeighborState.Permanent || w0.Ports.Role(pod.Port) != PortRole.Access || w0.Ports[pod.Port] is not { } port) continue;
+                foreach ((uint ip, ulong mac) in known.Where(k => k.Ip != podIp).Take(MaxAnnounced))
+                {
+                    if (!w0.Slab.TryAlloc(out int slot)) return count;
+                    w0.Slab.Meta[slot].Length = 60;
+                    Span<byte> f = w0.Slab.Frame(slot);
+                    int o = new EthernetRepr(new MacAddress(pod.Mac), new MacAddress(mac), EtherType.Arp).Emit(f);
+                    o += new ArpRepr(ArpOperation.Reply, new MacAddress(mac), new Ipv4Address(ip), new MacAddress(pod.Mac), new Ipv4Address(podIp)).Emit(f[o..]);
+                    f[o..].Clear();
+                    one[0] = slot;
+                    count += port.Send(w0.Slab, one);
+                    w0.Slab.Free(slot);
+                }
+            }
+            return count;
+        }).GetAwaiter().GetResult();
+        LogNeighborsAnnounced(sent, _reattached);
+    }
     private NodeState? _restored;
     private bool _peersChanged;
 
@@ -355,6 +399,7 @@ public sealed partial class SwitchHost : IDisposable
             _podOrder.Add(rec);
         }
         for (int w = 0; w < Workers.Count; w++) AttachToWorker(Workers[w], rec, w == 0 ? -1 : rec.Queues[0].Id);
+        _reattached++;
         LogPortReattached(rec.Name, pc.Namespace ?? "-");
     }
 
@@ -1004,6 +1049,9 @@ public sealed partial class SwitchHost : IDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "forwarding: {Workers} worker(s) running, {Ms:F0} ms after the process started")]
     private partial void LogForwarding(int workers, double ms);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "announced {Frames} neighbor(s) by ARP to the {Pods} pod(s) taken up again")]
+    private partial void LogNeighborsAnnounced(int frames, int pods);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "state: {Reason}; starting clean")]
     private partial void LogStateRejected(string reason);

@@ -132,7 +132,7 @@ ports="$(vs ports -o wide 2>&1)"
 if grep -q "^a .* api " <<<"$ports" && grep -q "^b .* api " <<<"$ports"; then pass "after the start both pods are ports again (origin api)"; else fail "ports after restart" "$ports"; fi
 assert_contains "after the start the Service given to the API is back" "$(vs services 2>&1)" "10.96.0.30:7000/TCP"
 restored="$(grep -o 'restored [0-9]* of [0-9]* connection(s)' "$(bg_log vswitch2)" || true)"
-log "the switch: $(grep -o 'forwarding: .*' "$(bg_log vswitch2)" || true); $(grep -o 'ready: .*' "$(bg_log vswitch2)" | sed 's/.*, \([0-9]* ms after\)/API \1/' || true)"
+log "the switch: $(grep -o 'forwarding: .*' "$(bg_log vswitch2)" || true); $(grep -o 'ready: .*' "$(bg_log vswitch2)" | sed 's/.*, \([0-9]* ms after\)/API \1/' || true); $(grep -o 'announced .*' "$(bg_log vswitch2)" || true)"
 after="$(vs conntrack 1 2>&1 | tail -1 | awk '{print $1}')"
 if [[ -n "$restored" ]] && ((${after:-0} >= 1002)); then pass "connections restored: $restored; $after tracked"; else fail "connections restored: '${restored}', tracked ${after:-?}" "$(bg_log vswitch2)"; fi
 
