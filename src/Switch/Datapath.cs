@@ -242,8 +242,12 @@ public sealed class Datapath : IDisposable, IMeshHandler
     {
         RequireWorkerThread();
         if (Overlay is null) throw new InvalidOperationException("no overlay configured");
-        // A configured peer supersedes one learned from the same underlay address.
+        // A configured peer supersedes one learned from the same underlay address, and takes the place of the learned
+        // peer heard from longest ago when the table is full (each worker learns its own: they must agree on this).
         if (Overlay.TryGetPeer(address.Value, out int learned) && !Overlay.Peer(learned).IsStatic) Overlay.RemovePeer(learned);
+        if (Overlay.Peers.Count >= Overlay.Options.MaxPeers
+            && Overlay.Peers.Where(p => !p.IsStatic).MinBy(p => Math.Max(p.LastSeen, p.Created)) is { } oldest)
+            Overlay.RemovePeer(oldest.Index);
         int i = Overlay.AddPeer(name, address, podCidr, vtepMac);
         Overlay.Peer(i).Created = Time.GetTimestamp();
         Router?.RebuildRoutes();
@@ -258,6 +262,8 @@ public sealed class Datapath : IDisposable, IMeshHandler
         if (Overlay is null) throw new InvalidOperationException("no overlay configured");
         int i = Overlay.IndexOf(name);
         if (i < 0) throw new KeyNotFoundException($"no peer named '{name}'");
+        // A peer learned from the new address gives way, as it does to a peer added there.
+        if (Overlay.TryGetPeer(address.Value, out int learned) && learned != i && !Overlay.Peer(learned).IsStatic) Overlay.RemovePeer(learned);
         Overlay.UpdatePeer(i, address, podCidr, vtepMac);
         Router?.RebuildRoutes();
     }

@@ -349,7 +349,7 @@ public sealed partial class SwitchHost : IDisposable
             State.SaveConntrack(NodeName, all);
             LogConnectionsSaved(all.Count, State.ConntrackFile);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or AggregateException or InvalidOperationException)
         {
             LogStateNotSaved(State.ConntrackFile, e.Message);
         }
@@ -787,9 +787,20 @@ public sealed partial class SwitchHost : IDisposable
                     added.Add(w);
                 }
             }
-            catch (InvalidOperationException e)
+            catch (Exception e) when (e is InvalidOperationException or ArgumentException or FormatException)
             {
                 foreach (Datapath w in added) await w.InvokeAsync(() => w.RemovePort(id, [])).ConfigureAwait(false);
+                // The TAP must go with the descriptors: it was made persistent when it was opened.
+                if (rec.Queues.Length > 0 && rec.Queues[0] is TapPort { Persistent: true } tap)
+                {
+                    try
+                    {
+                        tap.SetPersistent(false);
+                    }
+                    catch (PortException)
+                    {
+                    }
+                }
                 RunUndo(rec.Undo);
                 throw ApiException.Conflict(e.Message);
             }
@@ -1019,8 +1030,14 @@ public sealed partial class SwitchHost : IDisposable
     /// through the API keep their interfaces).</summary>
     public void Dispose()
     {
-        SaveConnections();
-        Teardown();
+        try
+        {
+            SaveConnections();
+        }
+        finally
+        {
+            Teardown();
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "port {Name}: {Kind} {Interface}{Detail}")]
