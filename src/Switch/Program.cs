@@ -95,6 +95,8 @@ internal static partial class Cli
         root.Subcommands.Add(PortCommand(socket, output));
         root.Subcommands.Add(PeerCommand(socket, output));
         root.Subcommands.Add(ServiceCommand(socket, output));
+        AddGet<ClusterInfo>(root, socket, output, "cluster", "The cluster store: this node's subnet lease, the peers found in the others' leases, the watches, the objects", "/v1/cluster", (x, _) => Render.Cluster(x));
+        AddObjectCommands(root, socket, output);
 
         return root.Parse(args).Invoke();
     }
@@ -230,6 +232,60 @@ internal static partial class Cli
         service.Subcommands.Add(delete);
         service.Subcommands.Add(deleteSlice);
         return service;
+    }
+
+    /// <summary>kubectl's verbs on the cluster store: apply -f, get, delete.</summary>
+    private static void AddObjectCommands(RootCommand root, Option<string> socket, Option<string> output)
+    {
+        Option<string> file = new("--filename", "-f") { Description = "A manifest file (YAML or JSON, any number of objects), a directory of them (*.yaml, *.yml, *.json), or - for standard input", Required = true };
+        Command apply = new("apply", $"Apply Kubernetes objects ({VSwitch.Cluster.KubeObjects.KindList}) to the cluster store in one transaction: all or nothing; without a store, Services and EndpointSlices go to this node") { file, output };
+        apply.SetAction(pr =>
+        {
+            string path = pr.GetValue(file)!;
+            string text;
+            try
+            {
+                text = path == "-" ? Console.In.ReadToEnd()
+                    : Directory.Exists(path) ? string.Join("\n---\n", VSwitch.Nat.Cluster.ManifestReader.ManifestFiles(path).Select(File.ReadAllText))
+                    : File.ReadAllText(path);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"vswitch: {path}: {e.Message}");
+                return ExitConfig;
+            }
+            return Show<ApplyResult>(pr.GetValue(socket)!, pr.GetValue(output), HttpMethod.Post, "/v1/objects", text,
+                (x, _) => string.Concat(x.Items.Select(i => $"{i.Kind.ToLowerInvariant()}/{i.Name} {i.Action}\n")), contentType: "application/yaml");
+        });
+        root.Subcommands.Add(apply);
+
+        Argument<string> kind = new("kind") { Description = $"The kind: {string.Join(", ", VSwitch.Cluster.KubeObjects.Kinds.Select(k => k.Resource))} (or the singular, or a short name: svc, po, ns, no, netpol)" };
+        Argument<string?> name = new("name") { Description = "One object (all of the kind when left out)", Arity = ArgumentArity.ZeroOrOne };
+        Option<string?> ns = new("--namespace", "-n") { Description = "The namespace (default: 'default' for one object, every namespace for a list)" };
+        Command get = new("get", "Show objects of the cluster store with their resourceVersion (-o yaml|json gives what apply takes back)") { kind, name, ns, output };
+        get.SetAction(pr =>
+        {
+            string k = Uri.EscapeDataString(pr.GetValue(kind)!);
+            string? n = pr.GetValue(name), nsv = pr.GetValue(ns);
+            string q = nsv is null ? "" : "?namespace=" + Uri.EscapeDataString(nsv);
+            string path = n is null ? $"/v1/objects/{k}{q}" : $"/v1/objects/{k}/{Uri.EscapeDataString(n)}{q}";
+            return Show<System.Text.Json.Nodes.JsonObject>(pr.GetValue(socket)!, pr.GetValue(output), HttpMethod.Get, path, null, (x, _) => Render.Objects(x));
+        });
+        root.Subcommands.Add(get);
+
+        Argument<string> delName = new("name") { Description = "The object's name" };
+        Option<long?> rv = new("--resource-version") { Description = "Delete only if the object is still at this resourceVersion" };
+        Command delete = new("delete", "Delete an object from the cluster store") { kind, delName, ns, rv, output };
+        delete.SetAction(pr =>
+        {
+            string? nsv = pr.GetValue(ns);
+            var q = new List<string>();
+            if (nsv is not null) q.Add("namespace=" + Uri.EscapeDataString(nsv));
+            if (pr.GetValue(rv) is { } v) q.Add("resourceVersion=" + v.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            string path = $"/v1/objects/{Uri.EscapeDataString(pr.GetValue(kind)!)}/{Uri.EscapeDataString(pr.GetValue(delName)!)}{(q.Count > 0 ? "?" + string.Join("&", q) : "")}";
+            return Show<DeleteResult>(pr.GetValue(socket)!, pr.GetValue(output), HttpMethod.Delete, path, null, (x, _) => $"{x.Kind.ToLowerInvariant()}/{x.Name} {x.Action}\n");
+        });
+        root.Subcommands.Add(delete);
     }
 
     private static string NsName(string s)
@@ -371,26 +427,45 @@ internal static partial class Cli
             c.Cancel = true;
             stopped.Set();
         });
+        ClusterAgent? cluster = null;
         SwitchHost host;
         try
         {
-            host = new SwitchHost(config, log);
+            if (config.Cluster is not null)
+            {
+                // The node's subnet comes from its lease: claimed before the data plane is built around it.
+                cluster = new ClusterAgent(config, log);
+                cluster.Prepare();
+                List<string> errors = ConfigLoader.Validate(config);
+                if (errors.Count > 0) throw new ConfigException(string.Join("; ", errors));
+            }
+            host = new SwitchHost(config, log) { Cluster = cluster };
             host.Start();
+            cluster?.Attach(host);
         }
         catch (PortException e)
         {
+            cluster?.Dispose();
             Console.Error.WriteLine($"vswitch: cannot start: {e.Message}");
             return ExitEnvironment;
         }
         catch (ConfigException e)
         {
+            cluster?.Dispose();
             Console.Error.WriteLine($"vswitch: config error: {e.Message}");
+            return ExitConfig;
+        }
+        catch (System.Security.Cryptography.CryptographicException e)
+        {
+            cluster?.Dispose();
+            Console.Error.WriteLine($"vswitch: cluster: cannot read the TLS files: {e.Message}");
             return ExitConfig;
         }
         LogReady(log, host.NodeName, host.Datapath.Ports.Count, config.Control.Socket,
             (DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds);
         stopped.Wait();
         LogStopping(log);
+        cluster?.Dispose();
         host.Dispose();
         LogStopped(log);
         return ExitOk;

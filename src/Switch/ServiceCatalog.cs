@@ -18,6 +18,7 @@ public sealed partial class ServiceCatalog : IDisposable
 {
     public const string ManifestSource = "the manifest directory";
     public const string ApiSource = "the API";
+    public const string StoreSource = "the cluster store";
     /// <summary>Services one worker command applies at most (a big change goes in several, between batches).</summary>
     private const int ChunkServices = 256;
 
@@ -136,6 +137,46 @@ public sealed partial class ServiceCatalog : IDisposable
             if (conflicts.Count > 0) throw new ManifestException(conflicts);
             HashSet<string> touched = _store.Upsert(ApiSource, objects);
             return Install(touched, $"applied {objects.Services.Count} Service(s), {objects.EndpointSlices.Count} EndpointSlice(s) through the API", sw);
+        }
+    }
+
+    /// <summary>Applies one batch of the cluster store's changes (a watch event batch, or the difference a list found):
+    /// Services and EndpointSlices put or deleted. An object that collides with another source's (a Service of the same
+    /// name from the manifest directory, a node port in use) is left out and reported; the rest apply. Returns the
+    /// problems.</summary>
+    public List<string> ApplyStore(ClusterObjects upserts, IReadOnlyCollection<string> deletedServices, IReadOnlyCollection<string> deletedSlices)
+    {
+        lock (_gate)
+        {
+            var sw = Stopwatch.StartNew();
+            List<string> problems = _store.Conflicts(StoreSource, upserts);
+            if (problems.Count > 0)
+            {
+                // Rare: find the objects at fault one by one and leave them out.
+                var services = upserts.Services.Where(s => _store.Conflicts(StoreSource, new ClusterObjects { Services = [s] }).Count == 0).ToList();
+                var slices = upserts.EndpointSlices.Where(s => _store.Conflicts(StoreSource, new ClusterObjects { EndpointSlices = [s] }).Count == 0).ToList();
+                upserts = new ClusterObjects { Services = services, EndpointSlices = slices };
+                foreach (string p in problems) LogRejected("cluster store", p);
+            }
+            HashSet<string> touched = _store.Upsert(StoreSource, upserts);
+            foreach (string key in deletedServices)
+                if (_store.OwnerOfService(key) == StoreSource) touched.UnionWith(_store.DeleteService(StoreSource, key));
+            foreach (string key in deletedSlices)
+                if (_store.OwnerOfSlice(key) == StoreSource) touched.UnionWith(_store.DeleteSlice(StoreSource, key));
+            if (touched.Count > 0)
+                Install(touched, string.Create(CultureInfo.InvariantCulture,
+                    $"the cluster store: {upserts.Services.Count} Service(s), {upserts.EndpointSlices.Count} EndpointSlice(s) put, {deletedServices.Count + deletedSlices.Count} deleted"), sw);
+            return problems;
+        }
+    }
+
+    /// <summary>How many Services and EndpointSlices the cluster store gave.</summary>
+    public (int Services, int Slices) StoreCounts()
+    {
+        lock (_gate)
+        {
+            ClusterObjects o = _store.Of(StoreSource);
+            return (o.Services.Count, o.EndpointSlices.Count);
         }
     }
 

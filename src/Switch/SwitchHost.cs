@@ -222,6 +222,7 @@ public sealed partial class SwitchHost : IDisposable
         Control = new ControlServer(Config.Control.Socket, new ControlService(this), _log, Config.Metrics?.Listen)
         {
             Ready = () => _ready,
+            Degraded = () => Cluster is { State: not "ready" } c ? $"cluster store {c.State}: {c.LastError}" : null,
             Unhealthy = Unhealthy,
         };
         Control.Start();
@@ -991,6 +992,46 @@ public sealed partial class SwitchHost : IDisposable
             }
             LogPeerChanged(name, "removed", removed.Address ?? "-", removed.PodCIDR ?? "-");
             return new PeerChanged { Peer = removed, Action = "removed", ForwardingEntriesRemoved = fdb, Milliseconds = Math.Round(sw.Elapsed.TotalMilliseconds, 2) };
+        }).ConfigureAwait(false);
+    }
+
+    private readonly HashSet<string> _clusterPeers = new(StringComparer.Ordinal);
+
+    /// <summary>The cluster membership (subnet lease, peers and objects from the store); null without a cluster section.</summary>
+    public ClusterAgent? Cluster { get; set; }
+
+    /// <summary>Adds or changes a peer found in the cluster store (another node's subnet lease). Refused (ArgumentException)
+    /// when its subnet overlaps this node's or its address is this node's.</summary>
+    public async Task SetClusterPeerAsync(string name, Ipv4Address address, Ipv4Prefix subnet, MacAddress vtep)
+    {
+        await Serialized(async () =>
+        {
+            if (Datapath.Overlay is null) throw new InvalidOperationException("no overlay configured");
+            if (Datapath.Router is { } r && (r.Options.PodCidr.Contains(subnet.Address) || subnet.Contains(r.Options.PodCidr.Address)))
+                throw new ArgumentException($"its subnet {subnet} overlaps this node's {r.Options.PodCidr}");
+            if (address == Datapath.Overlay.Options.LocalAddress) throw new ArgumentException($"its address {address} is this node's");
+            if (PeerConfigs.Any(p => p.Name == name)) throw new ArgumentException($"a configured peer is named '{name}'");
+            bool update = _clusterPeers.Contains(name);
+            foreach (Datapath w in Workers)
+                await w.InvokeAsync(() =>
+                {
+                    if (update) w.UpdatePeer(name, address, subnet, vtep);
+                    else w.AddPeer(name, address, subnet, vtep);
+                    return 0;
+                }).ConfigureAwait(false);
+            _clusterPeers.Add(name);
+            return 0;
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>Removes a peer whose lease left the cluster store, with its route and forwarding entries.</summary>
+    public async Task RemoveClusterPeerAsync(string name)
+    {
+        await Serialized(async () =>
+        {
+            if (!_clusterPeers.Remove(name)) return 0;
+            foreach (Datapath w in Workers) await w.InvokeAsync(() => w.Overlay!.IndexOf(name) >= 0 ? w.RemovePeer(name) : 0).ConfigureAwait(false);
+            return 0;
         }).ConfigureAwait(false);
     }
 

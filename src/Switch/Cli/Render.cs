@@ -167,6 +167,43 @@ public static class Render
         return Table(rows);
     }
 
+    public static string Cluster(ClusterInfo c)
+    {
+        var sb = new StringBuilder();
+        sb.Append(Inv, $"node {c.Node}: {c.State}{(c.LastError is { } e ? $" ({e})" : "")}\n");
+        sb.Append(Inv, $"store {string.Join(",", c.Endpoints)} prefix {c.Prefix}, revision {c.Revision}\n");
+        sb.Append(Inv, $"lease {c.Subnet} for {c.PublicIP} VTEP {c.VtepMac}, TTL {c.LeaseTTLSeconds}s, lease id {c.LeaseId ?? "(none)"}, renewed {c.Renewals} time(s), {c.RenewFailures} failure(s)\n");
+        sb.Append(Inv, $"network {c.Network ?? "?"} vxlan VNI {c.Vni} port {c.Port}\n\n");
+        var rows = new List<string[]> { new[] { "PEER", "SUBNET", "PUBLIC-IP", "VTEP-MAC" } };
+        foreach (ClusterPeerInfo p in c.Peers) rows.Add([p.Name, p.Subnet, p.PublicIP, p.VtepMac]);
+        sb.Append(Table(rows)).Append('\n');
+        var w = new List<string[]> { new[] { "WATCH", "STATE", "REVISION", "KEYS", "EVENTS", "LISTS", "RELISTS", "BREAKS" } };
+        foreach (WatchInfo x in c.Watches)
+            w.Add([x.Prefix, x.Watching ? "watching" : x.LastError is null ? "starting" : "broken", N(x.Revision), N(x.Keys), N(x.Events), N(x.Lists), N(x.Relists), N(x.Breaks)]);
+        sb.Append(Table(w));
+        sb.Append(Inv, $"objects: {(c.Objects.Count == 0 ? "none" : string.Join(", ", c.Objects.OrderBy(o => o.Key, StringComparer.Ordinal).Select(o => $"{o.Value} {o.Key}")))}; unusable: {c.BadLeases} lease(s), {c.BadObjects} object(s)\n");
+        return sb.ToString();
+    }
+
+    /// <summary>Objects of the cluster store (a List or one object): namespace, name, resourceVersion, age.</summary>
+    public static string Objects(System.Text.Json.Nodes.JsonObject o)
+    {
+        IEnumerable<System.Text.Json.Nodes.JsonNode?> items = o["items"] is System.Text.Json.Nodes.JsonArray a ? a : [o];
+        var rows = new List<string[]> { new[] { "KIND", "NAMESPACE", "NAME", "RESOURCEVERSION", "AGE" } };
+        foreach (System.Text.Json.Nodes.JsonNode? i in items)
+        {
+            if (i is null) continue;
+            string age = "-";
+            if (DateTime.TryParse((string?)i["metadata"]?["creationTimestamp"], Inv, System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal, out DateTime t))
+            {
+                TimeSpan d = DateTime.UtcNow - t;
+                age = d.TotalDays >= 1 ? $"{(int)d.TotalDays}d" : d.TotalHours >= 1 ? $"{(int)d.TotalHours}h" : d.TotalMinutes >= 1 ? $"{(int)d.TotalMinutes}m" : $"{Math.Max(0, (int)d.TotalSeconds)}s";
+            }
+            rows.Add([(string?)i["kind"] ?? "?", (string?)i["metadata"]?["namespace"] ?? "-", (string?)i["metadata"]?["name"] ?? "?", (string?)i["metadata"]?["resourceVersion"] ?? "-", age]);
+        }
+        return rows.Count == 1 ? "no objects\n" : Table(rows);
+    }
+
     public static string Peers(PeerList p)
     {
         if (!p.Enabled) return "no overlay configured\n";

@@ -26,7 +26,38 @@ public sealed class SwitchConfig
     public StateConfig State { get; set; } = new();
     /// <summary>Optional plain-HTTP listener for Prometheus and probes.</summary>
     public MetricsConfig? Metrics { get; set; }
+    /// <summary>The cluster store (etcd): this node leases its pod subnet there, finds its peers and follows the
+    /// Kubernetes objects. Absent: a node configured by its file, its manifest directory and the API alone.</summary>
+    public ClusterConfig? Cluster { get; set; }
     public List<PortConfig> Ports { get; set; } = [];
+}
+
+/// <summary>The <c>cluster:</c> section: where the cluster store is and how this node takes part.</summary>
+public sealed class ClusterConfig
+{
+    /// <summary>The key prefix: the network config and subnet leases live under PREFIX/network/ (flannel's
+    /// <c>-etcd-prefix</c> is PREFIX/network), the Kubernetes objects under PREFIX/registry/.</summary>
+    public string Prefix { get; set; } = "/vswitch";
+    public EtcdConfig Etcd { get; set; } = new();
+    /// <summary>The TTL of this node's subnet lease: a node that stops renewing it (stopped, crashed, cut off) is dropped
+    /// by every other node this long after its last renewal.</summary>
+    [YamlMember(Alias = "leaseTTLSeconds")]
+    public int LeaseTtlSeconds { get; set; } = 60;
+    /// <summary>The size of the subnet a node leases, written to the network config when this node creates it.</summary>
+    public int SubnetLen { get; set; } = 24;
+    /// <summary>How long the switch waits at start for the store when it has no saved subnet to start from.</summary>
+    public int StartTimeoutSeconds { get; set; } = 60;
+}
+
+public sealed class EtcdConfig
+{
+    /// <summary>Client URLs of the members, like https://198.18.0.11:2379.</summary>
+    public List<string> Endpoints { get; set; } = [];
+    /// <summary>PEM: the CA that signed the members' certificates.</summary>
+    public string? CaFile { get; set; }
+    /// <summary>PEM: this node's client certificate and key (mutual TLS).</summary>
+    public string? CertFile { get; set; }
+    public string? KeyFile { get; set; }
 }
 
 /// <summary>A TCP listener serving /metrics (Prometheus text), /healthz and /readyz over plain HTTP, as kube-proxy
@@ -102,6 +133,9 @@ public sealed class NodeConfig
     public string ClusterCidr { get; set; } = "10.244.0.0/16";
     /// <summary>MAC of the gateway and VTEP; default 0e:00 followed by the gateway's four address bytes.</summary>
     public string? RouterMac { get; set; }
+    /// <summary>The node's labels (its Node object's, like topology.kubernetes.io/zone); kubernetes.io/hostname defaults
+    /// to the node name.</summary>
+    public Dictionary<string, string> Labels { get; set; } = [];
 }
 
 /// <summary>The host-side interface: a TAP in the switch's namespace carrying the gateway address (like cni0/flannel.1).</summary>
@@ -372,6 +406,7 @@ public static class ConfigLoader
                                    || ep.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork))
             errors.Add($"metrics.listen: '{m.Listen}' is not an IPv4 address:port (like 127.0.0.1:10249)");
         ValidateL3(c, errors, ifaces);
+        ValidateCluster(c, errors);
         ValidateServices(c, errors);
         ValidateUplink(c, errors, ifaces);
         for (int i = 0; i < c.Bridge.StaticMacs.Count; i++)
@@ -443,9 +478,27 @@ public static class ConfigLoader
         return true;
     }
 
+    /// <summary>The cluster section: the store's endpoints and files, the prefix, the lease TTL; a node in a cluster needs
+    /// its underlay address (overlay.localAddress), which its lease announces.</summary>
+    private static void ValidateCluster(SwitchConfig c, List<string> errors)
+    {
+        if (c.Cluster is not { } cl) return;
+        if (string.IsNullOrEmpty(cl.Prefix) || !cl.Prefix.StartsWith('/') || cl.Prefix.EndsWith('/') || cl.Prefix.Contains("//", StringComparison.Ordinal))
+            errors.Add($"cluster.prefix: '{cl.Prefix}' must start with '/' and not end with one (like /vswitch)");
+        if (cl.LeaseTtlSeconds is < 2 or > 86_400) errors.Add($"cluster.leaseTTLSeconds: {cl.LeaseTtlSeconds} is out of range 2..86400");
+        if (cl.SubnetLen is < 16 or > 30) errors.Add($"cluster.subnetLen: {cl.SubnetLen} is out of range 16..30");
+        if (cl.StartTimeoutSeconds is < 1 or > 3600) errors.Add($"cluster.startTimeoutSeconds: {cl.StartTimeoutSeconds} is out of range 1..3600");
+        errors.AddRange(new VSwitch.Cluster.EtcdOptions { Endpoints = cl.Etcd.Endpoints, CaFile = cl.Etcd.CaFile, CertFile = cl.Etcd.CertFile, KeyFile = cl.Etcd.KeyFile }
+            .Validate("cluster.etcd"));
+        if (c.Overlay?.LocalAddress is null) errors.Add("cluster: needs overlay.localAddress (the underlay address this node's subnet lease announces)");
+        if (c.Overlay?.Peers is { Count: > 0 }) errors.Add("overlay.peers: not with a cluster store (the peers come from the other nodes' subnet leases)");
+    }
+
     private static void ValidateL3(SwitchConfig c, List<string> errors, HashSet<string> ifaces)
     {
         Ipv4Prefix pod = default, cluster = default;
+        // With a cluster store and no podCIDR, the subnet is leased at start: what needs one is checked then.
+        bool leased = c.Cluster is not null && c.Node.PodCidr is null;
         bool hasPod = c.Node.PodCidr is not null;
         if (hasPod && !TryParseNetwork(c.Node.PodCidr, out pod))
         {
@@ -463,10 +516,12 @@ public static class ConfigLoader
             errors.Add($"node.podCIDR: {pod} is not inside node.clusterCIDR {cluster}");
         if (c.Node.RouterMac is not null && (!MacAddress.TryParse(c.Node.RouterMac, out MacAddress rm) || rm.IsMulticast || rm.IsZero))
             errors.Add($"node.routerMac: '{c.Node.RouterMac}' is not a unicast MAC address");
-        if (c.Node.RouterMac is not null && !hasPod) errors.Add("node.routerMac: set without node.podCIDR (the router needs a pod subnet)");
+        foreach ((string k, string v) in c.Node.Labels)
+            if (k.Length is 0 or > 316 || v.Length > 63) errors.Add($"node.labels[{k}]: not a valid label (key at most 253+63 characters, value at most 63)");
+        if (c.Node.RouterMac is not null && !hasPod && !leased) errors.Add("node.routerMac: set without node.podCIDR (the router needs a pod subnet)");
         if (c.Host is { } h)
         {
-            if (!hasPod) errors.Add("host: needs node.podCIDR (the host interface carries the pod subnet's gateway address)");
+            if (!hasPod && !leased) errors.Add("host: needs node.podCIDR (the host interface carries the pod subnet's gateway address)");
             if (string.IsNullOrWhiteSpace(h.Interface)) errors.Add("host.interface: required (name of the TAP to create, like vsw0)");
             else if (!IsValidIfName(h.Interface)) errors.Add($"host.interface: '{h.Interface}' is not a valid interface name");
             else if (!ifaces.Add(h.Interface)) errors.Add($"host.interface: '{h.Interface}' is also used by a port");
@@ -528,7 +583,7 @@ public static class ConfigLoader
                 errors.Add($"conntrack.timeouts.{char.ToLowerInvariant(p.Name[0])}{p.Name[1..]}: {v} is out of range 1..2592000 seconds");
         }
         if (c.Services is not { } s) return;
-        if (c.Node.PodCidr is null) errors.Add("services: needs node.podCIDR (Service NAT runs in the node's router)");
+        if (c.Node.PodCidr is null && c.Cluster is null) errors.Add("services: needs node.podCIDR (Service NAT runs in the node's router)");
         if (!TryParseNetwork(s.ServiceCidr, out Ipv4Prefix sc)) errors.Add($"services.serviceCIDR: '{s.ServiceCidr}' is not an IPv4 network (like 10.96.0.0/12; host bits zero)");
         else if (TryParseNetwork(c.Node.ClusterCidr, out Ipv4Prefix cl) && (sc.Contains(cl.Address) || cl.Contains(sc.Address)))
             errors.Add($"services.serviceCIDR: {sc} overlaps node.clusterCIDR {cl}");

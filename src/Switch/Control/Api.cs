@@ -78,7 +78,49 @@ public sealed record StatusInfo
     public OverlayInfo? Overlay { get; init; }
     public required string Socket { get; init; }
     public string? StateDirectory { get; init; }
+    /// <summary>The cluster membership; null without a cluster store.</summary>
+    public ClusterBrief? Cluster { get; init; }
 }
+
+/// <summary>The cluster part of the status: ready, degraded or connecting, and why.</summary>
+public sealed record ClusterBrief(string State, string Subnet, string? LastError);
+
+/// <summary><c>GET /v1/cluster</c>: this node's lease, the store, the peers found there and the watches.</summary>
+public sealed record ClusterInfo
+{
+    public required string State { get; init; }
+    public string? LastError { get; init; }
+    public required string Node { get; init; }
+    public required IReadOnlyList<string> Endpoints { get; init; }
+    public required string Prefix { get; init; }
+    public required string Subnet { get; init; }
+    public required string PublicIP { get; init; }
+    public required string VtepMac { get; init; }
+    public string? LeaseId { get; init; }
+    public required int LeaseTTLSeconds { get; init; }
+    public string? Network { get; init; }
+    public long Vni { get; init; }
+    public int Port { get; init; }
+    public required long Revision { get; init; }
+    public required List<ClusterPeerInfo> Peers { get; init; }
+    public required List<WatchInfo> Watches { get; init; }
+    public required Dictionary<string, int> Objects { get; init; }
+    public long Renewals { get; init; }
+    public long RenewFailures { get; init; }
+    public long BadLeases { get; init; }
+    public long BadObjects { get; init; }
+    public double LastObjectApplyMs { get; init; }
+}
+
+public sealed record ClusterPeerInfo(string Name, string Subnet, string PublicIP, string VtepMac);
+
+public sealed record WatchInfo(string Prefix, bool Watching, long Revision, int Keys, long Lists, long Relists, long Events, long Breaks, string? LastError);
+
+/// <summary><c>POST /v1/objects</c>: what applying a manifest did to each object.</summary>
+public sealed record ApplyResult(List<VSwitch.Cluster.AppliedObject> Items, double Milliseconds);
+
+/// <summary><c>DELETE /v1/objects/...</c>.</summary>
+public sealed record DeleteResult(string Kind, string? Namespace, string Name, string Action);
 
 public sealed record TableFill(int Entries, int Capacity);
 

@@ -39,6 +39,8 @@ public sealed partial class ControlServer : IDisposable
 
     /// <summary>True once the workers run and the initial state is loaded (<c>/readyz</c>).</summary>
     public Func<bool> Ready { get; set; } = () => true;
+    /// <summary>Why the node is degraded (the cluster store unreachable), or null.</summary>
+    public Func<string?> Degraded { get; set; } = () => null;
 
     /// <summary>Null when healthy, else why not (<c>/healthz</c>).</summary>
     public Func<string?> Unhealthy { get; set; } = () => null;
@@ -122,7 +124,9 @@ public sealed partial class ControlServer : IDisposable
     {
         app.MapGet("/metrics", () => Run(() => Results.Text(_service.MetricsText(), "text/plain; version=0.0.4; charset=utf-8")));
         app.MapGet("/healthz", () => Unhealthy() is { } why ? Results.Text(why + "\n", "text/plain", statusCode: 503) : Results.Text("ok\n", "text/plain"));
-        app.MapGet("/readyz", () => Ready() ? Results.Text("ok\n", "text/plain") : Results.Text("not ready\n", "text/plain", statusCode: 503));
+        app.MapGet("/readyz", () => !Ready() ? Results.Text("not ready\n", "text/plain", statusCode: 503)
+            : Degraded() is { } why ? Results.Text($"degraded: {why}\n", "text/plain", statusCode: 503)
+            : Results.Text("ok\n", "text/plain"));
     }
 
     private void MapApi(WebApplication app)
@@ -217,6 +221,29 @@ public sealed partial class ControlServer : IDisposable
         });
         v1.MapDelete("/trace", () => Run(s.TraceClear));
         // Anything else: a Status, never an HTML page or an empty 404.
+        v1.MapGet("/cluster", () => Run(s.ClusterStatus));
+        // kubectl apply's job: a manifest (YAML or JSON, any number of objects of the kinds the store keeps).
+        v1.MapPost("/objects", async (HttpRequest req) =>
+        {
+            string text;
+            try
+            {
+                using var reader = new StreamReader(req.Body);
+                text = await reader.ReadToEndAsync().ConfigureAwait(false);
+            }
+            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e)
+            {
+                return Error(new ApiException(e.StatusCode, e.StatusCode == 413 ? "RequestEntityTooLarge" : "BadRequest", e.Message));
+            }
+            return await RunAsync(() => s.ApplyObjectsAsync(text)).ConfigureAwait(false);
+        });
+        v1.MapGet("/objects/{resource}", (string resource, HttpRequest req) =>
+            RunText(() => s.GetObjectsAsync(resource, null, req.Query["namespace"])));
+        v1.MapGet("/objects/{resource}/{name}", (string resource, string name, HttpRequest req) =>
+            RunText(() => s.GetObjectsAsync(resource, name, req.Query["namespace"])));
+        v1.MapDelete("/objects/{resource}/{name}", (string resource, string name, HttpRequest req) =>
+            RunAsync(() => s.DeleteObjectAsync(resource, name, req.Query["namespace"],
+                req.Query["resourceVersion"] is { Count: > 0 } rv ? (long.TryParse(rv, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long v) ? v : throw ApiException.BadRequest($"resourceVersion: '{rv}' is not a number")) : null)));
         app.MapFallback((HttpContext ctx) => Error(ApiException.NotFound($"no resource {ctx.Request.Method} {ctx.Request.Path}")));
         app.Use(async (ctx, next) =>
         {
@@ -280,6 +307,24 @@ public sealed partial class ControlServer : IDisposable
         {
             T value = await f().ConfigureAwait(false);
             return Results.Json(value, ApiJson.Options, statusCode: created ? 201 : 200);
+        }
+        catch (ApiException e)
+        {
+            return Error(e);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            LogRequestFailed(e.ToString());
+            return Error(new ApiException(500, "InternalError", $"internal error: {e.GetBaseException().Message}"));
+        }
+    }
+
+    /// <summary>A request whose answer is JSON text already (Kubernetes objects, serialized by their own library).</summary>
+    private async Task<IResult> RunText(Func<Task<string>> f)
+    {
+        try
+        {
+            return Results.Text(await f().ConfigureAwait(false), "application/json");
         }
         catch (ApiException e)
         {

@@ -108,8 +108,128 @@ public sealed class ControlService
                 ? new OverlayInfo(o.Options.LocalAddress.ToString(), o.Options.UdpPort, o.Options.Vni, o.Options.UnderlayMtu, o.Options.Learning, o.Peers.Count, o.FdbCount)
                 : null,
             Socket = _host.Config.Control.Socket,
+            Cluster = _host.Cluster is { } c ? new ClusterBrief(c.State, c.Subnet.ToString(), c.LastError) : null,
         };
     });
+
+    private ClusterAgent ClusterOrThrow() =>
+        _host.Cluster ?? throw ApiException.NotFound("no cluster store configured (cluster: section in the config)");
+
+    public ClusterInfo ClusterStatus()
+    {
+        ClusterAgent c = ClusterOrThrow();
+        static WatchInfo W(VSwitch.Cluster.PrefixWatcher? w, string prefix) => w is null
+            ? new WatchInfo(prefix, false, 0, 0, 0, 0, 0, 0, null)
+            : new WatchInfo(w.Prefix, w.Watching, w.Revision, w.Keys, w.Lists, w.Relists, w.Events, w.Breaks, w.LastError);
+        return new ClusterInfo
+        {
+            State = c.State,
+            LastError = c.LastError,
+            Node = c.NodeName,
+            Endpoints = c.Store.Endpoints,
+            Prefix = _host.Config.Cluster!.Prefix,
+            Subnet = c.Subnet.ToString(),
+            PublicIP = _host.Config.Overlay!.LocalAddress!,
+            VtepMac = (Datapath.Router?.Options.RouterMac ?? default).ToString(),
+            LeaseId = c.Leaser.Current is null ? null : c.Leaser.LeaseId.ToString("x", CultureInfo.InvariantCulture),
+            LeaseTTLSeconds = c.Leaser.TtlSeconds,
+            Network = c.Network?.Network,
+            Vni = _host.Config.Overlay.Vni,
+            Port = _host.Config.Overlay.Port,
+            Revision = Math.Max(c.LeaseWatch?.Revision ?? 0, c.ObjectWatch?.Revision ?? 0),
+            Peers = [.. c.Peers.Values.OrderBy(p => p.Subnet.Address.Value).Select(p => new ClusterPeerInfo(VSwitch.Cluster.FlannelLayout.SubnetName(p.Subnet), p.Subnet.ToString(), p.PublicIP.ToString(), p.VtepMac.ToString()))],
+            Watches = [W(c.LeaseWatch, "leases"), W(c.ObjectWatch, "objects")],
+            Objects = c.ObjectCounts(),
+            Renewals = c.Renewals,
+            RenewFailures = c.RenewFailures,
+            BadLeases = c.BadLeases,
+            BadObjects = c.BadObjects,
+            LastObjectApplyMs = Math.Round(c.LastObjectApplyMs, 2),
+        };
+    }
+
+    /// <summary>Applies a manifest: to the cluster store when there is one (every kind it keeps, in one transaction),
+    /// else its Services and EndpointSlices to this node as <c>service apply</c> does.</summary>
+    public async Task<ApplyResult> ApplyObjectsAsync(string manifest)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        if (_host.Cluster is not { } c)
+        {
+            ServiceChangeInfo info = ApplyServices(manifest);
+            return new ApplyResult([new VSwitch.Cluster.AppliedObject("Service", null, string.Join(",", info.Changed), "applied to this node", 0)], Math.Round(sw.Elapsed.TotalMilliseconds, 2));
+        }
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            List<VSwitch.Cluster.AppliedObject> items = await c.Registry.ApplyAsync(manifest, "manifest", cts.Token).ConfigureAwait(false);
+            return new ApplyResult(items, Math.Round(sw.Elapsed.TotalMilliseconds, 2));
+        }
+        catch (VSwitch.Nat.Cluster.ManifestException e)
+        {
+            throw ApiException.Invalid(e.Message);
+        }
+        catch (VSwitch.Cluster.ConflictException e)
+        {
+            throw ApiException.Conflict(e.Message);
+        }
+        catch (VSwitch.Cluster.StoreUnavailableException e)
+        {
+            throw ApiException.Unavailable($"the cluster store: {e.Message}");
+        }
+    }
+
+    private static VSwitch.Cluster.KubeKind KindOrThrow(string resource) =>
+        VSwitch.Cluster.KubeObjects.Find(resource) ?? throw ApiException.NotFound($"the cluster store keeps no '{resource}' (it keeps {VSwitch.Cluster.KubeObjects.KindList})");
+
+    /// <summary>Objects of a kind as a Kubernetes List (JSON with the real field names), or one object.</summary>
+    public async Task<string> GetObjectsAsync(string resource, string? name, string? ns)
+    {
+        ClusterAgent c = ClusterOrThrow();
+        VSwitch.Cluster.KubeKind kind = KindOrThrow(resource);
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+            if (name is not null)
+            {
+                var one = await c.Registry.GetAsync(kind, ns, name, cts.Token).ConfigureAwait(false)
+                    ?? throw ApiException.NotFound($"{kind.Resource} \"{name}\" not found{(kind.Namespaced ? $" in namespace {ns ?? "default"}" : "")}");
+                return k8s.KubernetesJson.Serialize(one);
+            }
+            List<object> items = await c.Registry.ListAsync<object>(kind, ns, cts.Token).ConfigureAwait(false);
+            var list = new System.Text.Json.Nodes.JsonObject
+            {
+                ["apiVersion"] = "v1",
+                ["kind"] = "List",
+                ["items"] = new System.Text.Json.Nodes.JsonArray([.. items.Select(i => System.Text.Json.Nodes.JsonNode.Parse(k8s.KubernetesJson.Serialize(i)))]),
+            };
+            return list.ToJsonString();
+        }
+        catch (VSwitch.Cluster.StoreUnavailableException e)
+        {
+            throw ApiException.Unavailable($"the cluster store: {e.Message}");
+        }
+    }
+
+    public async Task<DeleteResult> DeleteObjectAsync(string resource, string name, string? ns, long? resourceVersion)
+    {
+        ClusterAgent c = ClusterOrThrow();
+        VSwitch.Cluster.KubeKind kind = KindOrThrow(resource);
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+            if (!await c.Registry.DeleteAsync(kind, ns, name, resourceVersion, cts.Token).ConfigureAwait(false))
+                throw ApiException.NotFound($"{kind.Resource} \"{name}\" not found{(kind.Namespaced ? $" in namespace {ns ?? "default"}" : "")}");
+            return new DeleteResult(kind.Kind, kind.Namespaced ? ns ?? "default" : null, name, "deleted");
+        }
+        catch (VSwitch.Cluster.ConflictException e)
+        {
+            throw ApiException.Conflict(e.Message);
+        }
+        catch (VSwitch.Cluster.StoreUnavailableException e)
+        {
+            throw ApiException.Unavailable($"the cluster store: {e.Message}");
+        }
+    }
 
     /// <summary>How the workers wait: a fixed polling window, the adaptive one (each worker's current window and how
     /// often it changed), or none.</summary>
@@ -543,6 +663,30 @@ public sealed class ControlService
         sb.Append(CultureInfo.InvariantCulture, $"vswitch_mac_table_capacity{{node=\"{node}\"}} {Datapath.Macs.MaxEntries}\n");
         sb.Append("# HELP vswitch_mac_aged_out_total MAC entries removed by aging\n# TYPE vswitch_mac_aged_out_total counter\n");
         sb.Append(CultureInfo.InvariantCulture, $"vswitch_mac_aged_out_total{{node=\"{node}\"}} {Datapath.AgedOut}\n");
+        if (_host.Cluster is { } cl)
+        {
+            sb.Append("# HELP vswitch_cluster_ready 1 when the cluster store answers and every watch is current, 0 when degraded\n# TYPE vswitch_cluster_ready gauge\n");
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_ready{{node=\"{node}\"}} {(cl.State == "ready" ? 1 : 0)}\n");
+            sb.Append("# HELP vswitch_cluster_peers Overlay peers found in the cluster store's subnet leases\n# TYPE vswitch_cluster_peers gauge\n");
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_peers{{node=\"{node}\"}} {cl.Peers.Count}\n");
+            sb.Append("# HELP vswitch_cluster_lease_renewals_total Renewals of this node's subnet lease\n# TYPE vswitch_cluster_lease_renewals_total counter\n");
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_lease_renewals_total{{node=\"{node}\"}} {cl.Renewals}\n");
+            sb.Append("# HELP vswitch_cluster_lease_renew_failures_total Renewals that failed (store unreachable or without quorum)\n# TYPE vswitch_cluster_lease_renew_failures_total counter\n");
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_lease_renew_failures_total{{node=\"{node}\"}} {cl.RenewFailures}\n");
+            sb.Append("# HELP vswitch_cluster_watch_events_total Changes received from the store, per watch\n# TYPE vswitch_cluster_watch_events_total counter\n");
+            sb.Append("# HELP vswitch_cluster_relists_total Lists after the watched history was compacted\n# TYPE vswitch_cluster_relists_total counter\n");
+            foreach ((string w, VSwitch.Cluster.PrefixWatcher? pw) in new[] { ("leases", cl.LeaseWatch), ("objects", cl.ObjectWatch) })
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_watch_events_total{{node=\"{node}\",watch=\"{w}\"}} {pw?.Events ?? 0}\n");
+                sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_relists_total{{node=\"{node}\",watch=\"{w}\"}} {pw?.Relists ?? 0}\n");
+            }
+            sb.Append("# HELP vswitch_cluster_objects Kubernetes objects in the cluster store, per resource\n# TYPE vswitch_cluster_objects gauge\n");
+            foreach ((string r, int n) in cl.ObjectCounts().OrderBy(x => x.Key, StringComparer.Ordinal))
+                sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_objects{{node=\"{node}\",resource=\"{r}\"}} {n}\n");
+            sb.Append("# HELP vswitch_cluster_invalid_total Leases and objects in the store that could not be used\n# TYPE vswitch_cluster_invalid_total counter\n");
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_invalid_total{{node=\"{node}\",what=\"lease\"}} {cl.BadLeases}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"vswitch_cluster_invalid_total{{node=\"{node}\",what=\"object\"}} {cl.BadObjects}\n");
+        }
         return sb.ToString();
     }
 
