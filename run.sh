@@ -33,6 +33,13 @@ deps() {
     /usr/bin/python3 -c 'import scapy' 2>/dev/null || missing+=(python3-scapy)
     # libnftables: the uplink steers node-port and masquerade replies from the underlay into the switch.
     command -v nft >/dev/null || missing+=(nftables)
+    if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
+        # The cluster store's tests run real etcd members (unit tests on loopback, the system test in namespaces) with
+        # certificates made by openssl.
+        command -v etcd >/dev/null || missing+=(etcd-server)
+        command -v etcdctl >/dev/null || missing+=(etcd-client)
+        command -v openssl >/dev/null || missing+=(openssl)
+    fi
     if [ "${1:-}" = bench ]; then
         command -v ovs-vswitchd >/dev/null || missing+=(openvswitch-switch)
         command -v iptables >/dev/null || missing+=(iptables)
@@ -111,7 +118,7 @@ demo() {
 
 tests() {
     require_root
-    deps
+    deps test
     build
     local total_pass=0 total_fail=0 rc=0 out
     say "unit, property, contract and golden tests (dotnet test)"

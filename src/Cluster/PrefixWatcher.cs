@@ -50,7 +50,9 @@ public sealed class PrefixWatcher
     /// are reported through <see cref="LastError"/> and <paramref name="onState"/> and retried with backoff.</summary>
     public async Task RunAsync(Action<string?> onState, CancellationToken ct)
     {
-        bool needList = true;
+        // Resume from the revision handled last (a previous run, or a saved state) when there is one: the store sends what
+        // changed since, or says the history is compacted, and then the difference is listed.
+        bool needList = Revision == 0;
         TimeSpan backoff = TimeSpan.FromMilliseconds(200);
         while (!ct.IsCancellationRequested)
         {

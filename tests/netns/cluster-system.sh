@@ -143,9 +143,11 @@ pod_label() { printf '%s (%s)' "$(pod_ns "$1")" "${POD_IP[$1]:-?}"; }
 
 # Leftovers would make the results meaningless: refuse to start.
 existing=" $(ip netns list | awk '{print $1}' | tr '\n' ' ') "
-for ns in "$UL_NS" $(for k in "${MEMBERS[@]}"; do node_ns "e$k"; done) \
-    $(for n in "${VS_NODES[@]}" "${KERNEL_NODES[@]}"; do node_ns "n$n"; done) \
-    $(for k in "${PODS[@]}"; do pod_ns "$k"; done); do
+planned=("$UL_NS")
+for k in "${MEMBERS[@]}"; do planned+=("$(node_ns "e$k")"); done
+for n in "${VS_NODES[@]}" "${KERNEL_NODES[@]}"; do planned+=("$(node_ns "n$n")"); done
+for k in "${PODS[@]}"; do planned+=("$(pod_ns "$k")"); done
+for ns in "${planned[@]}"; do
     if [[ "$existing" == *" $ns "* ]]; then
         die "namespace $ns already exists (left over from an earlier run? remove it with: ip netns del $ns)"
     fi
@@ -241,7 +243,7 @@ def main(a):
                 v = {}
             bd = v.get("BackendData") or {}
             print(name.replace("-", "/"), v.get("PublicIP") or "-", str(bd.get("VtepMAC") or "-").lower(),
-                  "%x" % int(kv.get("lease", 0)), v.get("BackendType") or "-", bd.get("VNI", "-"))
+                  "%016x" % int(kv.get("lease", 0)), v.get("BackendType") or "-", bd.get("VNI", "-"))
     elif cmd == "peers":  # vswitch peers -o json: POD_CIDR ADDRESS VTEP_MAC NAME
         for p in items(doc(), "peers"):
             print(ci(p, "podCIDR") or "-", ci(p, "address") or "-", str(ci(p, "vtepMac") or "-").lower(),
@@ -328,6 +330,7 @@ healthy_count() { # healthy_count: how many members etcdctl endpoint health find
     out="$(ectl endpoint health 2>&1)" || true
     grep -c ' is healthy' <<<"$out" || true
 }
+# shellcheck disable=SC2317 # only called indirectly, through wait_for
 all_healthy() { [[ "$(healthy_count)" == 3 ]]; }
 lease_table() { # lease_table: one line per subnet lease: CIDR PUBLIC_IP VTEP_MAC LEASE_HEX TYPE VNI
     local js
@@ -336,6 +339,7 @@ lease_table() { # lease_table: one line per subnet lease: CIDR PUBLIC_IP VTEP_MA
 }
 lease_cidrs() { lease_table | awk '{print $1}'; }
 store_writable() { ECTL_TIMEOUT=2s ectl put "$PREFIX/probe" "$(mark)" >/dev/null 2>&1; }
+# shellcheck disable=SC2317 # only called indirectly, through wait_for
 store_refuses() { ! store_writable; }
 
 # put_lease CIDR PUBLIC_IP VTEP_MAC TTL: a flannel subnet lease attached to a new etcd lease of TTL seconds, as
@@ -432,6 +436,7 @@ kernel_state() { # kernel_state N: flannel.1's routes, neighbours and FDB entrie
 
 # ping_worker SRC DST...: ping each DST pod from pod SRC, up to 3 times (ping -c 1 -W 2) until one is answered;
 # prints "ok SRC DST TRIES" or "fail SRC DST".
+# shellcheck disable=SC2317 # only called indirectly, through start_bg
 ping_worker() {
     local s="$1" d i
     shift
@@ -534,6 +539,7 @@ for n in "${KERNEL_NODES[@]}"; do
 done
 
 # etcd's data dirs live on a tmpfs in the work dir (unmounted at the end, after the members are stopped).
+# shellcheck disable=SC2317 # only called indirectly, by the cleanup stack
 unmount_data() {
     umount "$DATA" 2>/dev/null || umount -l "$DATA"
 }
@@ -573,7 +579,8 @@ make_pki() {
 pki_out="$WORK/pki.txt"
 if make_pki >"$pki_out" 2>&1 &&
     openssl verify -CAfile "$PKI/ca.crt" "$PKI/e1.crt" "$PKI/e2.crt" "$PKI/e3.crt" "$PKI/client.crt" >>"$pki_out" 2>&1 &&
-    openssl x509 -in "$PKI/e2.crt" -noout -ext subjectAltName 2>&1 | tee -a "$pki_out" | grep -q 'IP Address:198.18.0.12'; then
+    openssl x509 -in "$PKI/e2.crt" -noout -ext subjectAltName >>"$pki_out" 2>&1 &&
+    grep -q 'IP Address:198.18.0.12, DNS:localhost' "$pki_out"; then
     pass "pki: CA, member certificates (IP:198.18.0.1X, DNS:localhost) and the client certificate, verified with openssl"
 else
     fail "pki: CA and certificates made with openssl" "$pki_out"
@@ -721,7 +728,7 @@ if ((STORE_ONLY)); then
     for n in 9 8; do
         m=$((n == 9 ? 8 : 9))
         if kernel_sync "$n" && kernel_lacks "$n" "$PHANTOM_CIDR" &&
-            ! in_ns "$(node_ns "n$n")" bridge fdb show dev flannel.1 | grep -qi "^$PHANTOM_MAC " &&
+            fdb="$(in_ns "$(node_ns "n$n")" bridge fdb show dev flannel.1 2>&1)" && ! grep -qi "^$PHANTOM_MAC " <<<"$fdb" &&
             kernel_has "$n" "$(kernel_cidr "$m")" "$(kernel_mac "$m")" "$(ul_ip "n$m")"; then
             pass "kernel_sync vc-n$n: the expired lease's route, neighbour and FDB entry removed, vc-n$m's kept"
         else
@@ -876,9 +883,10 @@ lease_ok() {
     [[ "${cidr:-}" == "${SUB[$n]}" && "$pub" == "$(ul_ip "n$n")" && "$btype" == vxlan && "$vni" == "$VNI" ]] || return 1
     [[ -z "${VTEP[$n]}" || "$mac" == "${VTEP[$n]}" ]] || return 1
     if [[ -z "${VTEP[$n]}" ]]; then VTEP[$n]="$mac"; fi
-    [[ "$lease" != 0 && "$ttl" == *"TTL(${LEASE_TTL}s)"* ]]
+    [[ "$lease" =~ [1-9a-f] && "$ttl" == *"TTL(${LEASE_TTL}s)"* ]]
 }
 
+# shellcheck disable=SC2317 # only called indirectly, through wait_for
 pod_addr_ok() { # pod_addr_ok KEY: eth0 in the pod namespace is up with its address
     local out
     out="$(ip -n "$(pod_ns "$1")" -o addr show dev eth0 2>/dev/null)" || return 1
@@ -1084,7 +1092,7 @@ if ((!STORE_ONLY)); then
     for n in 1 2 3; do
         if [[ -n "${STATE_AT[$n]:-}" ]]; then
             take_subnet "$n"
-            pass "vc-n$n: cluster state ready with leased subnet ${SUB[$n]} $(printf '%s' "${STATE_AT[$n]}") s after start (limit 15 s)"
+            pass "vc-n$n: cluster state ready with leased subnet ${SUB[$n]} ${STATE_AT[$n]} s after start (limit 15 s)"
         else
             fail "vc-n$n: cluster state ready with a leased subnet within 15 s of start (last: ${LAST_STATE[$n]})" "$(switch_log "$n")"
             up=0
@@ -1306,6 +1314,7 @@ if ((!STORE_ONLY)); then
     done
     if [[ -n "$FLOW" ]]; then
         flog="$(bg_log "$FLOW")"
+        # shellcheck disable=SC2016 # an awk program
         wait_for 10 awk -v t="$change_mono" '$1 > t && $2 == "3a" {f = 1} END {exit !f}' "$flog" || true
         sleep 1
         bg_stop "$FLOW"
@@ -1323,11 +1332,12 @@ if ((!STORE_ONLY)); then
         fail "service: a UDP flow from vc-n1 landed on the vc-n4 endpoint (10 source ports tried)"
     fi
     for n in "${LIVE_VS[@]}"; do
-        left="x"
+        left="(vswitch conntrack -o json did not answer)"
         t1="$(mark)"
         while [[ -n "$left" ]] && before_deadline "$t1" 5; do
-            js="$(vs "$n" conntrack -o json 2>/dev/null)" || js=""
-            if [[ -n "$js" ]]; then left="$("$PY" "$VC" ct-to "${POD_IP[4a]}" <<<"$js")"; fi
+            if js="$(vs "$n" conntrack -o json 2>/dev/null)"; then
+                left="$("$PY" "$VC" ct-to "${POD_IP[4a]}" <<<"$js")"
+            fi
             [[ -z "$left" ]] || sleep 0.5
         done
         if [[ -z "$left" ]]; then
@@ -1412,17 +1422,17 @@ if ((!STORE_ONLY)); then
     if out="$(vs 1 delete service web2 -n default 2>&1)" && out+="$(vs 1 delete endpointslice web2-1 -n default 2>&1)"; then
         T0="$(mark)"
         for n in "${LIVE_VS[@]}"; do
-            refused=""
+            gone_at=""
             while before_deadline "$T0" 10; do
                 tcp_from "${n}b" "$SVC2_IP" "$SVC_PORT" 1 1
                 if [[ "$OUT" == ERR* ]]; then
-                    refused="$(since "$T0")"
+                    gone_at="$(since "$T0")"
                     break
                 fi
                 sleep 0.2
             done
-            if [[ -n "$refused" ]]; then
-                pass "service: web2 deleted on vc-n1: vc-n$n no longer answers $SVC2_IP $refused s later ($OUT)"
+            if [[ -n "$gone_at" ]]; then
+                pass "service: web2 deleted on vc-n1: vc-n$n no longer answers $SVC2_IP $gone_at s later ($OUT)"
             else
                 fail "service: web2 deleted: vc-n$n stops answering $SVC2_IP within 10 s (got: $OUT)"
             fi
