@@ -54,6 +54,15 @@ public sealed class StoreUnavailableException : Exception
     public StoreUnavailableException(string message) : base(message) { }
 }
 
+/// <summary>The store refused a request as invalid (too many operations in one transaction for its
+/// <c>--max-txn-ops</c>, a request larger than its <c>--max-request-bytes</c>): retrying will not help.</summary>
+public sealed class StoreRejectedException : Exception
+{
+    public StoreRejectedException(string message, Exception? inner = null) : base(message, inner) { }
+    public StoreRejectedException() { }
+    public StoreRejectedException(string message) : base(message) { }
+}
+
 /// <summary>A watch started from a revision the store has compacted away: list again.</summary>
 public sealed class CompactedException(long compactRevision) : Exception($"revision compacted (now from {compactRevision})")
 {
@@ -183,6 +192,10 @@ public sealed class EtcdStore : IDisposable
         try
         {
             return await call(new CallOptions(deadline: Deadline, cancellationToken: ct)).ResponseAsync.ConfigureAwait(false);
+        }
+        catch (RpcException e) when (!ct.IsCancellationRequested && e.StatusCode is StatusCode.InvalidArgument or StatusCode.ResourceExhausted or StatusCode.FailedPrecondition)
+        {
+            throw new StoreRejectedException($"etcd refused the {what}: {e.Status.Detail}", e);
         }
         catch (RpcException e) when (!ct.IsCancellationRequested)
         {

@@ -32,10 +32,30 @@ public sealed class ConfigTests
     [InlineData("node:\n  nmae: n1\nports: []\n", "cfg.yaml:2:3: unknown field 'nmae' in node")]
     [InlineData("ports:\n  - name: a\n    interface: x\n    mtu: big\n", "cfg.yaml:4:10:")]
     [InlineData("ports: [\n", "cfg.yaml:")]
+    [InlineData("cluster:\n  etcd: {endpoints: []}\noverlay: {localAddress: 198.18.0.1}\n", "cluster.etcd.endpoints: required")]
+    [InlineData("cluster:\n  etcd: {endpoints: [http://198.18.0.11:2379]}\n", "cluster: needs overlay.localAddress")]
+    [InlineData("cluster:\n  prefix: vswitch/\n  etcd: {endpoints: [http://198.18.0.11:2379]}\noverlay: {localAddress: 198.18.0.1}\n", "cluster.prefix: 'vswitch/' must start with '/'")]
+    [InlineData("cluster:\n  leaseTTLSeconds: 1\n  etcd: {endpoints: [http://198.18.0.11:2379]}\noverlay: {localAddress: 198.18.0.1}\n", "cluster.leaseTTLSeconds: 1 is out of range 2..86400")]
+    [InlineData("cluster:\n  etcd: {endpoints: [http://198.18.0.11:2379], caFile: /nonexistent/ca.crt}\noverlay: {localAddress: 198.18.0.1}\n", "cluster.etcd: caFile/certFile are set but the endpoints are http://")]
+    [InlineData("cluster:\n  etcd: {endpoints: [https://198.18.0.11:2379], certFile: /nonexistent/c.crt}\noverlay: {localAddress: 198.18.0.1}\n", "cluster.etcd: certFile and keyFile go together")]
+    [InlineData("cluster:\n  etcd: {endpoints: [http://198.18.0.11:2379]}\noverlay:\n  localAddress: 198.18.0.1\n  peers: [{name: b, address: 198.18.0.2, podCIDR: 10.244.2.0/24}]\n", "overlay.peers: not with a cluster store")]
+    [InlineData("cluster:\n  etcd: {endpointz: []}\n", "unknown field 'endpointz'")]
     public void Bad_config_names_the_file_field_and_problem(string yaml, string expected)
     {
         ConfigException e = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(yaml, "cfg.yaml"));
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_cluster_node_needs_no_pod_subnet_it_leases_one()
+    {
+        SwitchConfig c = ConfigLoader.Parse(
+            "node: {name: n1, labels: {topology.kubernetes.io/zone: a}}\noverlay: {localAddress: 198.18.0.1}\nservices: {}\nhost: {interface: vsw0}\n"
+            + "cluster:\n  etcd: {endpoints: [https://198.18.0.11:2379, https://198.18.0.12:2379]}\nports: []\n", "cfg.yaml");
+        Assert.Null(c.Node.PodCidr);
+        Assert.Equal("/vswitch", c.Cluster!.Prefix);
+        Assert.Equal(60, c.Cluster.LeaseTtlSeconds);
+        Assert.Equal("a", c.Node.Labels["topology.kubernetes.io/zone"]);
     }
 
     [Fact]

@@ -838,7 +838,7 @@ wait_cluster_state() {
     while true; do
         still=()
         for n in "${pending[@]}"; do
-            js="$(VS_TIMEOUT=3 vs "$n" cluster -o json 2>/dev/null)" || js=""
+            js="$(VS_TIMEOUT=5 vs "$n" cluster -o json 2>/dev/null)" || js=""
             st="$(vc_get state <<<"$js")"
             sub="$(vc_get subnet <<<"$js")"
             LAST_STATE[$n]="${st:-no answer}${sub:+, subnet $sub}"
@@ -857,7 +857,7 @@ wait_cluster_state() {
 }
 cluster_state() { # cluster_state N: the node's cluster state (empty when it does not answer)
     local js
-    js="$(VS_TIMEOUT=3 vs "$1" cluster -o json 2>/dev/null)" || js=""
+    js="$(VS_TIMEOUT=5 vs "$1" cluster -o json 2>/dev/null)" || js=""
     vc_get state <<<"$js"
 }
 
@@ -925,15 +925,16 @@ expected_peers() {
     printf '%s %s %s\n' "$(kernel_cidr 9)" "$(ul_ip n9)" "$(kernel_mac 9)"
 }
 # peers_missing N: the expected peers node N does not list (empty when all are there; "no answer" when it does not).
+# A VTEP MAC is compared when the switch reports one for the peer.
 peers_missing() {
     local n="$1" js have cidr ip mac
-    js="$(VS_TIMEOUT=3 vs "$n" peers -o json 2>/dev/null)" || {
+    js="$(VS_TIMEOUT=5 vs "$n" peers -o json 2>/dev/null)" || {
         echo "no answer"
         return 0
     }
     have="$("$PY" "$VC" peers <<<"$js")"
     while read -r cidr ip mac; do
-        if ! awk -v c="$cidr" -v i="$ip" -v m="$mac" '$1 == c && $2 == i && (m == "-" || $3 == m) {f = 1} END {exit !f}' \
+        if ! awk -v c="$cidr" -v i="$ip" -v m="$mac" '$1 == c && $2 == i && (m == "-" || $3 == "-" || $3 == m) {f = 1} END {exit !f}' \
             <<<"$have"; then
             printf '%s@%s ' "$cidr" "$ip"
         fi
@@ -941,7 +942,7 @@ peers_missing() {
 }
 # check_peers SECS N...: within SECS, each node lists every other live switch and the kernel node as peers.
 check_peers() {
-    local secs="$1" n t0 missing
+    local secs="$1" n t0 missing others
     shift
     t0="$(mark)"
     for n in "$@"; do
@@ -951,7 +952,8 @@ check_peers() {
             missing="$(peers_missing "$n")"
         done
         if [[ -z "$missing" ]]; then
-            pass "vc-n$n: peers lists every other switch ($(for m in "${LIVE_VS[@]}"; do [[ $m == "$n" ]] || printf 'vc-n%s ' "$m"; done)) and the kernel node vc-n9, with their subnets, addresses and VTEP MACs"
+            others="$(for m in "${LIVE_VS[@]}"; do [[ $m == "$n" ]] || printf 'vc-n%s ' "$m"; done)"
+            pass "vc-n$n: peers lists every other switch (${others% }) and the kernel node vc-n9, with their subnets and addresses"
         else
             vs "$n" peers -o json >"$WORK/peers-$n.json" 2>&1 || true
             fail "vc-n$n: peers lists every other switch and the kernel node (missing: $missing)" "$WORK/peers-$n.json"
@@ -969,8 +971,8 @@ has_cidr() { awk -v c="$1" '$1 == c {f = 1} END {exit !f}'; } # has_cidr CIDR: i
 # peer_and_route_gone N CIDR: node N lists no peer and no route for CIDR.
 peer_and_route_gone() {
     local p r
-    p="$(VS_TIMEOUT=3 vs "$1" peers -o json 2>/dev/null)" || return 1
-    r="$(VS_TIMEOUT=3 vs "$1" routes -o json 2>/dev/null)" || return 1
+    p="$(VS_TIMEOUT=5 vs "$1" peers -o json 2>/dev/null)" || return 1
+    r="$(VS_TIMEOUT=5 vs "$1" routes -o json 2>/dev/null)" || return 1
     if "$PY" "$VC" peers <<<"$p" | has_cidr "$2"; then return 1; fi
     if "$PY" "$VC" routes <<<"$r" | has_cidr "$2"; then return 1; fi
     return 0
@@ -1281,6 +1283,10 @@ if ((!STORE_ONLY)); then
             break
         fi
         bg_stop "$name"
+        if [[ -z "$first" ]]; then
+            log "the UDP port of $SVC_IP did not answer within 5 s: no flow to pin"
+            break
+        fi
     done
     sleep 1
     {
@@ -1329,7 +1335,7 @@ if ((!STORE_ONLY)); then
             fail "service: the long-lived UDP flow moved from the removed endpoint to vc-n3 (answers from vc-n4 before: $before4, from vc-n3 after: $after3, last vc-n4 $last4, first vc-n3 $first3)" "$flog"
         fi
     else
-        fail "service: a UDP flow from vc-n1 landed on the vc-n4 endpoint (10 source ports tried)"
+        fail "service: a UDP flow from vc-n1 to $SVC_IP:$UDP_PORT landed on the vc-n4 endpoint (up to 10 source ports tried)" "$(bg_log "$name")"
     fi
     for n in "${LIVE_VS[@]}"; do
         left="(vswitch conntrack -o json did not answer)"

@@ -172,11 +172,17 @@ public sealed class ControlService
         {
             throw ApiException.Conflict(e.Message);
         }
+        catch (VSwitch.Cluster.StoreRejectedException e)
+        {
+            throw ApiException.Invalid($"{e.Message} (split the manifest into smaller applies, or raise the limit on the etcd members)");
+        }
         catch (VSwitch.Cluster.StoreUnavailableException e)
         {
             throw ApiException.Unavailable($"the cluster store: {e.Message}");
         }
     }
+
+    private static readonly System.Text.Json.JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     private static VSwitch.Cluster.KubeKind KindOrThrow(string resource) =>
         VSwitch.Cluster.KubeObjects.Find(resource) ?? throw ApiException.NotFound($"the cluster store keeps no '{resource}' (it keeps {VSwitch.Cluster.KubeObjects.KindList})");
@@ -193,7 +199,7 @@ public sealed class ControlService
             {
                 var one = await c.Registry.GetAsync(kind, ns, name, cts.Token).ConfigureAwait(false)
                     ?? throw ApiException.NotFound($"{kind.Resource} \"{name}\" not found{(kind.Namespaced ? $" in namespace {ns ?? "default"}" : "")}");
-                return k8s.KubernetesJson.Serialize(one);
+                return System.Text.Json.Nodes.JsonNode.Parse(k8s.KubernetesJson.Serialize(one))!.ToJsonString(Indented);
             }
             List<object> items = await c.Registry.ListAsync<object>(kind, ns, cts.Token).ConfigureAwait(false);
             var list = new System.Text.Json.Nodes.JsonObject
@@ -202,7 +208,7 @@ public sealed class ControlService
                 ["kind"] = "List",
                 ["items"] = new System.Text.Json.Nodes.JsonArray([.. items.Select(i => System.Text.Json.Nodes.JsonNode.Parse(k8s.KubernetesJson.Serialize(i)))]),
             };
-            return list.ToJsonString();
+            return list.ToJsonString(Indented);
         }
         catch (VSwitch.Cluster.StoreUnavailableException e)
         {
