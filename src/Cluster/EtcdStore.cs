@@ -79,17 +79,13 @@ public readonly record struct StoreEntry(string Key, byte[] Value, long CreateRe
 public readonly record struct StoreEvent(bool Deleted, StoreEntry Entry);
 
 /// <summary>
-/// The cluster store: etcd's v3 API through the <c>dotnet-etcd</c> client (its gRPC channel, balanced over the members,
-/// and its generated KV, lease and watch stubs). Every request carries a deadline, so a store without quorum gives an
+/// The cluster store: etcd's v3 API through the <c>dotnet-etcd</c> client's generated KV, lease and watch stubs, on one
+/// gRPC channel per member; requests go to one member and move to the next when it fails, as etcd's own client does. Every request carries a deadline, so a store without quorum gives an
 /// error instead of a hang; watches ask the member to have a leader (<c>hasleader</c>), so a member cut off from the
 /// others ends them instead of going silent.
 /// </summary>
 public sealed class EtcdStore : IDisposable
 {
-    private readonly EtcdClient _client;
-    private readonly KV.KVClient _kv;
-    private readonly Lease.LeaseClient _lease;
-    private readonly Watch.WatchClient _watch;
     private readonly EtcdOptions _options;
     private static readonly Metadata RequireLeader = new() { { "hasleader", "true" } };
 
@@ -106,36 +102,86 @@ public sealed class EtcdStore : IDisposable
         }
         X509Certificate2? clientCert = options.CertFile is { } cf ? LoadClientCertificate(cf, options.KeyFile!) : null;
         var hosts = options.Endpoints.Select(e => new Uri(e).Host).ToHashSet(StringComparer.OrdinalIgnoreCase);
-        var handler = new SocketsHttpHandler
+        _connect = endpoint =>
         {
-            ConnectTimeout = TimeSpan.FromSeconds(3),
-            // HTTP/2 pings find a member that died without closing its connections (a killed process on another host).
-            KeepAlivePingDelay = TimeSpan.FromSeconds(3),
-            KeepAlivePingTimeout = TimeSpan.FromSeconds(3),
-            KeepAlivePingPolicy = HttpKeepAlivePingPolicy.Always,
-            EnableMultipleHttp2Connections = true,
-            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
-        };
-        if (tls)
-        {
-            handler.SslOptions = new SslClientAuthenticationOptions
+            var handler = new SocketsHttpHandler
             {
-                ClientCertificates = clientCert is null ? null : [clientCert],
-                RemoteCertificateValidationCallback = (_, cert, _, errors) => ValidateServer(cert, errors, roots, hosts),
+                ConnectTimeout = TimeSpan.FromSeconds(3),
+                // HTTP/2 pings find a member that died without closing its connections (a killed process on another host).
+                KeepAlivePingDelay = TimeSpan.FromSeconds(3),
+                KeepAlivePingTimeout = TimeSpan.FromSeconds(3),
+                KeepAlivePingPolicy = HttpKeepAlivePingPolicy.Always,
+                EnableMultipleHttp2Connections = true,
+                PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
             };
-        }
-        string endpoints = string.Join(',', options.Endpoints);
-        _client = new EtcdClient(endpoints, configureChannelOptions: o =>
-        {
-            o.HttpHandler = handler;
-            o.Credentials = tls ? ChannelCredentials.SecureSsl : ChannelCredentials.Insecure;
-            o.DisposeHttpClient = true;
-        });
-        dotnet_etcd.interfaces.IConnection c = _client.GetConnection();
-        _kv = c.KVClient;
-        _lease = c.LeaseClient;
-        _watch = c.WatchClient;
+            if (tls)
+            {
+                handler.SslOptions = new SslClientAuthenticationOptions
+                {
+                    ClientCertificates = clientCert is null ? null : [clientCert],
+                    RemoteCertificateValidationCallback = (_, cert, _, errors) => ValidateServer(cert, errors, roots, hosts),
+                };
+            }
+            GrpcChannel channel = GrpcChannel.ForAddress(endpoint, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });
+            var client = new EtcdClient(channel.CreateCallInvoker());
+            dotnet_etcd.interfaces.IConnection c = client.GetConnection();
+            return new Member(endpoint, channel, c.KVClient, c.LeaseClient, c.WatchClient);
+        };
+        _members = [.. options.Endpoints.Select(_connect)];
     }
+
+    /// <summary>One member: its own channel (one HTTP/2 connection) and the client's stubs on it.</summary>
+    private sealed record Member(string Endpoint, GrpcChannel Channel, KV.KVClient Kv, Lease.LeaseClient Lease, Watch.WatchClient Watch);
+
+    private readonly Func<string, Member> _connect;
+    private volatile Member[] _members;
+    private int _current;
+    private long _lastReset;
+
+    /// <summary>
+    /// The member requests go to. Like etcd's own client, the store talks to one member at a time and moves to the next
+    /// when that one fails (unreachable, no leader, no answer in time); a balancer spreading requests over members would
+    /// keep sending some of them to a member that has lost its leader.
+    /// </summary>
+    private Member Pick() => _members[Volatile.Read(ref _current) % _members.Length];
+
+    /// <summary>The member in use.</summary>
+    public string CurrentMember => Pick().Endpoint;
+
+    /// <summary>Moves to the next member when <paramref name="m"/> is still the one in use.</summary>
+    private void Failed(Member m)
+    {
+        Member[] all = _members;
+        int i = Array.IndexOf(all, m);
+        if (i >= 0 && Interlocked.CompareExchange(ref _current, (i + 1) % all.Length, i) == i) Interlocked.Increment(ref _failovers);
+    }
+
+    private long _failovers;
+
+    /// <summary>Times requests moved to another member after one failed.</summary>
+    public long Failovers => Interlocked.Read(ref _failovers);
+
+    /// <summary>Drops every connection to the members and dials them again. Calls in flight finish on the old
+    /// connections. At most once per <paramref name="minInterval"/>; true when it reset.</summary>
+    public bool Reset(TimeSpan minInterval)
+    {
+        long now = Environment.TickCount64;
+        long last = Interlocked.Read(ref _lastReset);
+        if (last != 0 && now - last < minInterval.TotalMilliseconds) return false;
+        if (Interlocked.CompareExchange(ref _lastReset, now, last) != last) return false;
+        Member[] old = _members;
+        _members = [.. _options.Endpoints.Select(_connect)];
+        Resets++;
+        // Let the calls still running on the old channels end before closing them.
+        _ = Task.Delay(TimeSpan.FromSeconds(10)).ContinueWith(_ =>
+        {
+            foreach (Member m in old) m.Channel.Dispose();
+        }, TaskScheduler.Default);
+        return true;
+    }
+
+    /// <summary>How many times the connections were dropped and dialled again.</summary>
+    public long Resets { get; private set; }
 
     public IReadOnlyList<string> Endpoints => _options.Endpoints;
 
@@ -187,19 +233,32 @@ public sealed class EtcdStore : IDisposable
     private static StoreEntry Entry(Mvccpb.KeyValue kv) =>
         new(kv.Key.ToStringUtf8(), kv.Value.ToByteArray(), kv.CreateRevision, kv.ModRevision, kv.Lease);
 
-    private async Task<T> Call<T>(Func<CallOptions, AsyncUnaryCall<T>> call, string what, CancellationToken ct)
+    private async Task<T> Call<T>(Func<Member, CallOptions, AsyncUnaryCall<T>> call, string what, CancellationToken ct)
     {
+        Member m = Pick();
         try
         {
-            return await call(new CallOptions(deadline: Deadline, cancellationToken: ct)).ResponseAsync.ConfigureAwait(false);
+            // The deadline ends the call; WaitAsync makes sure nothing here waits longer, whatever state the channel is in.
+            return await call(m, new CallOptions(deadline: Deadline, cancellationToken: ct)).ResponseAsync
+                .WaitAsync(_options.RequestTimeout + TimeSpan.FromSeconds(1), ct).ConfigureAwait(false);
         }
         catch (RpcException e) when (!ct.IsCancellationRequested && e.StatusCode is StatusCode.InvalidArgument or StatusCode.ResourceExhausted or StatusCode.FailedPrecondition)
         {
             throw new StoreRejectedException($"etcd refused the {what}: {e.Status.Detail}", e);
         }
+        catch (RpcException e) when (ct.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("canceled", e, ct);
+        }
         catch (RpcException e) when (!ct.IsCancellationRequested)
         {
-            throw new StoreUnavailableException($"etcd {what}: {Describe(e)}", e);
+            Failed(m);
+            throw new StoreUnavailableException($"etcd {what} at {m.Endpoint}: {Describe(e)}", e);
+        }
+        catch (TimeoutException e)
+        {
+            Failed(m);
+            throw new StoreUnavailableException($"etcd {what} at {m.Endpoint}: no answer in time (no quorum, or the member unreachable)", e);
         }
     }
 
@@ -213,20 +272,20 @@ public sealed class EtcdStore : IDisposable
     /// <summary>Every key under a prefix, and the store's revision they were read at.</summary>
     public async Task<(List<StoreEntry> Entries, long Revision)> ListAsync(string prefix, CancellationToken ct = default)
     {
-        RangeResponse r = await Call(o => _kv.RangeAsync(new RangeRequest { Key = Bytes(prefix), RangeEnd = RangeEnd(prefix) }, o), $"list {prefix}", ct).ConfigureAwait(false);
+        RangeResponse r = await Call((m, o) => m.Kv.RangeAsync(new RangeRequest { Key = Bytes(prefix), RangeEnd = RangeEnd(prefix) }, o), $"list {prefix}", ct).ConfigureAwait(false);
         return ([.. r.Kvs.Select(Entry)], r.Header.Revision);
     }
 
     public async Task<StoreEntry?> GetAsync(string key, CancellationToken ct = default)
     {
-        RangeResponse r = await Call(o => _kv.RangeAsync(new RangeRequest { Key = Bytes(key) }, o), $"get {key}", ct).ConfigureAwait(false);
+        RangeResponse r = await Call((m, o) => m.Kv.RangeAsync(new RangeRequest { Key = Bytes(key) }, o), $"get {key}", ct).ConfigureAwait(false);
         return r.Kvs.Count == 0 ? null : Entry(r.Kvs[0]);
     }
 
     /// <summary>The store's current revision (a cheap read that needs quorum: a health probe).</summary>
     public async Task<long> RevisionAsync(CancellationToken ct = default)
     {
-        RangeResponse r = await Call(o => _kv.RangeAsync(new RangeRequest { Key = Bytes("\0"), CountOnly = true }, o), "revision", ct).ConfigureAwait(false);
+        RangeResponse r = await Call((m, o) => m.Kv.RangeAsync(new RangeRequest { Key = Bytes("\0"), CountOnly = true }, o), "revision", ct).ConfigureAwait(false);
         return r.Header.Revision;
     }
 
@@ -237,7 +296,7 @@ public sealed class EtcdStore : IDisposable
         var txn = new TxnRequest();
         txn.Compare.Add(new Compare { Key = Bytes(key), Target = Compare.Types.CompareTarget.Create, Result = Compare.Types.CompareResult.Equal, CreateRevision = 0 });
         txn.Success.Add(new RequestOp { RequestPut = new PutRequest { Key = Bytes(key), Value = Bytes(value), Lease = lease } });
-        TxnResponse r = await Call(o => _kv.TxnAsync(txn, o), $"create {key}", ct).ConfigureAwait(false);
+        TxnResponse r = await Call((m, o) => m.Kv.TxnAsync(txn, o), $"create {key}", ct).ConfigureAwait(false);
         return r.Succeeded;
     }
 
@@ -252,59 +311,78 @@ public sealed class EtcdStore : IDisposable
             txn.Success.Add(value is null
                 ? new RequestOp { RequestDeleteRange = new DeleteRangeRequest { Key = Bytes(key) } }
                 : new RequestOp { RequestPut = new PutRequest { Key = Bytes(key), Value = Bytes(value), Lease = lease } });
-        TxnResponse r = await Call(o => _kv.TxnAsync(txn, o), "commit", ct).ConfigureAwait(false);
+        TxnResponse r = await Call((m, o) => m.Kv.TxnAsync(txn, o), "commit", ct).ConfigureAwait(false);
         return r.Succeeded ? r.Header.Revision : null;
     }
 
     public async Task<long> PutAsync(string key, string value, long lease = 0, CancellationToken ct = default)
     {
-        PutResponse r = await Call(o => _kv.PutAsync(new PutRequest { Key = Bytes(key), Value = Bytes(value), Lease = lease }, o), $"put {key}", ct).ConfigureAwait(false);
+        PutResponse r = await Call((m, o) => m.Kv.PutAsync(new PutRequest { Key = Bytes(key), Value = Bytes(value), Lease = lease }, o), $"put {key}", ct).ConfigureAwait(false);
         return r.Header.Revision;
     }
 
     public async Task<long> DeleteAsync(string key, CancellationToken ct = default)
     {
-        DeleteRangeResponse r = await Call(o => _kv.DeleteRangeAsync(new DeleteRangeRequest { Key = Bytes(key) }, o), $"delete {key}", ct).ConfigureAwait(false);
+        DeleteRangeResponse r = await Call((m, o) => m.Kv.DeleteRangeAsync(new DeleteRangeRequest { Key = Bytes(key) }, o), $"delete {key}", ct).ConfigureAwait(false);
         return r.Deleted;
     }
 
     /// <summary>Compacts the store's history up to <paramref name="revision"/> (tests, and operators through etcdctl).</summary>
     public async Task CompactAsync(long revision, CancellationToken ct = default) =>
-        await Call(o => _kv.CompactAsync(new CompactionRequest { Revision = revision, Physical = true }, o), "compact", ct).ConfigureAwait(false);
+        await Call((m, o) => m.Kv.CompactAsync(new CompactionRequest { Revision = revision, Physical = true }, o), "compact", ct).ConfigureAwait(false);
 
     /// <summary>A lease of <paramref name="ttlSeconds"/>: keys put with it go when it is revoked or not kept alive.</summary>
     public async Task<long> GrantLeaseAsync(long ttlSeconds, CancellationToken ct = default)
     {
-        LeaseGrantResponse r = await Call(o => _lease.LeaseGrantAsync(new LeaseGrantRequest { TTL = ttlSeconds }, o), "lease grant", ct).ConfigureAwait(false);
+        LeaseGrantResponse r = await Call((m, o) => m.Lease.LeaseGrantAsync(new LeaseGrantRequest { TTL = ttlSeconds }, o), "lease grant", ct).ConfigureAwait(false);
         if (!string.IsNullOrEmpty(r.Error)) throw new StoreUnavailableException($"etcd lease grant: {r.Error}");
         return r.ID;
     }
 
     public async Task RevokeLeaseAsync(long lease, CancellationToken ct = default) =>
-        await Call(o => _lease.LeaseRevokeAsync(new LeaseRevokeRequest { ID = lease }, o), "lease revoke", ct).ConfigureAwait(false);
+        await Call((m, o) => m.Lease.LeaseRevokeAsync(new LeaseRevokeRequest { ID = lease }, o), "lease revoke", ct).ConfigureAwait(false);
 
     /// <summary>Renews a lease once; its remaining TTL in seconds (0 or less: it had already expired).</summary>
     public async Task<long> KeepAliveOnceAsync(long lease, CancellationToken ct = default)
     {
+        try
+        {
+            return await KeepAliveCoreAsync(lease, ct).WaitAsync(_options.RequestTimeout + TimeSpan.FromSeconds(1), ct).ConfigureAwait(false);
+        }
+        catch (TimeoutException e)
+        {
+            Failed(Pick());
+            throw new StoreUnavailableException("etcd lease keep-alive: no answer in time (no quorum, or the member unreachable)", e);
+        }
+    }
+
+    private async Task<long> KeepAliveCoreAsync(long lease, CancellationToken ct)
+    {
+        Member m = Pick();
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(_options.RequestTimeout);
         try
         {
             using AsyncDuplexStreamingCall<LeaseKeepAliveRequest, LeaseKeepAliveResponse> call =
-                _lease.LeaseKeepAlive(new CallOptions(headers: RequireLeader, deadline: Deadline, cancellationToken: cts.Token));
+                m.Lease.LeaseKeepAlive(new CallOptions(headers: RequireLeader, deadline: Deadline, cancellationToken: cts.Token));
             await call.RequestStream.WriteAsync(new LeaseKeepAliveRequest { ID = lease }, cts.Token).ConfigureAwait(false);
-            await call.RequestStream.CompleteAsync().ConfigureAwait(false);
             if (!await call.ResponseStream.MoveNext(cts.Token).ConfigureAwait(false))
                 throw new StoreUnavailableException("etcd lease keep-alive: the stream ended without an answer");
             return call.ResponseStream.Current.TTL;
         }
+        catch (RpcException e) when (ct.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("canceled", e, ct);
+        }
         catch (RpcException e) when (!ct.IsCancellationRequested)
         {
-            throw new StoreUnavailableException($"etcd lease keep-alive: {Describe(e)}", e);
+            Failed(m);
+            throw new StoreUnavailableException($"etcd lease keep-alive at {m.Endpoint}: {Describe(e)}", e);
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            throw new StoreUnavailableException("etcd lease keep-alive: no answer in time (no quorum, or no member reachable)");
+            Failed(m);
+            throw new StoreUnavailableException($"etcd lease keep-alive at {m.Endpoint}: no answer in time (no quorum, or the member unreachable)");
         }
     }
 
@@ -317,35 +395,67 @@ public sealed class EtcdStore : IDisposable
     public async IAsyncEnumerable<(List<StoreEvent> Events, long Revision)> WatchAsync(string prefix, long afterRevision,
         [EnumeratorCancellation] CancellationToken ct = default)
     {
-        using AsyncDuplexStreamingCall<WatchRequest, WatchResponse> call = _watch.Watch(new CallOptions(headers: RequireLeader, cancellationToken: ct));
+        Member m = Pick();
+        using AsyncDuplexStreamingCall<WatchRequest, WatchResponse> call = m.Watch.Watch(new CallOptions(headers: RequireLeader, cancellationToken: ct));
         try
         {
             await call.RequestStream.WriteAsync(new WatchRequest
             {
                 CreateRequest = new WatchCreateRequest { Key = Bytes(prefix), RangeEnd = RangeEnd(prefix), StartRevision = afterRevision + 1, ProgressNotify = true },
-            }, ct).ConfigureAwait(false);
+            }, ct).WaitAsync(_options.RequestTimeout, ct).ConfigureAwait(false);
+        }
+        catch (RpcException e) when (ct.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("canceled", e, ct);
         }
         catch (RpcException e) when (!ct.IsCancellationRequested)
         {
-            throw new StoreUnavailableException($"etcd watch {prefix}: {Describe(e)}", e);
+            Failed(m);
+            throw new StoreUnavailableException($"etcd watch {prefix} at {m.Endpoint}: {Describe(e)}", e);
+        }
+        catch (TimeoutException e)
+        {
+            Failed(m);
+            throw new StoreUnavailableException($"etcd watch {prefix} at {m.Endpoint}: no answer in time", e);
         }
         long revision = afterRevision;
         var pending = new List<StoreEvent>();
+        bool created = false;
         while (true)
         {
             WatchResponse r;
             try
             {
-                if (!await call.ResponseStream.MoveNext(ct).ConfigureAwait(false))
-                    throw new StoreUnavailableException($"etcd watch {prefix}: the stream ended");
+                // The member answers a new watch at once (created, or refused): a silent one is not usable.
+                Task<bool> next = call.ResponseStream.MoveNext(ct);
+                if (!await (created ? next : next.WaitAsync(_options.RequestTimeout, ct)).ConfigureAwait(false))
+                {
+                    Failed(m);
+                    throw new StoreUnavailableException($"etcd watch {prefix} at {m.Endpoint}: the stream ended");
+                }
                 r = call.ResponseStream.Current;
+                created = true;
             }
-            catch (RpcException e) when (!ct.IsCancellationRequested)
+            catch (RpcException e) when (ct.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("canceled", e, ct);
+        }
+        catch (RpcException e) when (!ct.IsCancellationRequested)
             {
-                throw new StoreUnavailableException($"etcd watch {prefix}: {Describe(e)}", e);
+                Failed(m);
+                throw new StoreUnavailableException($"etcd watch {prefix} at {m.Endpoint}: {Describe(e)}", e);
+            }
+            catch (TimeoutException e)
+            {
+                Failed(m);
+                throw new StoreUnavailableException($"etcd watch {prefix} at {m.Endpoint}: no answer in time (no quorum, or the member unreachable)", e);
             }
             if (r.CompactRevision != 0) throw new CompactedException(r.CompactRevision);
-            if (r.Canceled) throw new StoreUnavailableException($"etcd watch {prefix}: canceled by the member ({r.CancelReason})");
+            if (r.Canceled)
+            {
+                Failed(m);
+                throw new StoreUnavailableException($"etcd watch {prefix} at {m.Endpoint}: canceled by the member ({r.CancelReason})");
+            }
             if (r.Created)
             {
                 yield return ([], revision); // established: the reader is current as of where it asked to start
@@ -361,5 +471,8 @@ public sealed class EtcdStore : IDisposable
         }
     }
 
-    public void Dispose() => _client.Dispose();
+    public void Dispose()
+    {
+        foreach (Member m in _members) m.Channel.Dispose();
+    }
 }

@@ -38,6 +38,8 @@ public sealed partial class ClusterAgent : IDisposable
     private bool _fromSaved, _registered, _renewOk, _dirty;
     private string _state = "connecting";
     private Ipv4Prefix _subnet;
+    private long _lastRenewal = Environment.TickCount64;
+    private long _degradedSince;
 
     public ClusterAgent(SwitchConfig config, ILogger log)
     {
@@ -118,12 +120,7 @@ public sealed partial class ClusterAgent : IDisposable
         TimeSpan patience = _saved?.Subnet is not null ? TimeSpan.FromSeconds(3) : TimeSpan.FromSeconds(_cc.StartTimeoutSeconds);
         Ipv4Prefix? wanted = _config.Node.PodCidr is { } p && ConfigLoader.TryParseNetwork(p, out Ipv4Prefix pc) ? pc : null;
         Ipv4Prefix? previous = wanted ?? (_saved?.Subnet is { } s && ConfigLoader.TryParseNetwork(s, out Ipv4Prefix sp) ? sp : null);
-        var proposal = new NetworkConfig
-        {
-            Network = _config.Node.ClusterCidr,
-            SubnetLen = _cc.SubnetLen,
-            Backend = new NetworkConfig.BackendConfig { Type = "vxlan", VNI = _config.Overlay!.Vni, Port = _config.Overlay.Port },
-        };
+        NetworkConfig proposal = Proposal();
         long lastLog = 0;
         while (true)
         {
@@ -178,6 +175,14 @@ public sealed partial class ClusterAgent : IDisposable
         _config.Node.PodCidr = _subnet.ToString();
     }
 
+    /// <summary>The network config this node writes when there is none: its own cluster CIDR, subnet size, VNI and port.</summary>
+    private NetworkConfig Proposal() => new()
+    {
+        Network = _config.Node.ClusterCidr,
+        SubnetLen = _cc.SubnetLen,
+        Backend = new NetworkConfig.BackendConfig { Type = "vxlan", VNI = _config.Overlay!.Vni, Port = _config.Overlay.Port },
+    };
+
     /// <summary>The network config is the cluster's: its network, VNI and port win over the file's.</summary>
     private void Adopt(NetworkConfig n)
     {
@@ -229,6 +234,7 @@ public sealed partial class ClusterAgent : IDisposable
         if (state == "ready") LastError = null;
         if (_state == state) return;
         _state = state;
+        if (state == "degraded") _degradedSince = Environment.TickCount64;
         if (state == "ready") LogReady(_subnet.ToString());
         else LogDegraded(state, error ?? "");
     }
@@ -244,7 +250,7 @@ public sealed partial class ClusterAgent : IDisposable
                 if (Leaser.Current is null || !await Leaser.RenewAsync(ct).ConfigureAwait(false))
                 {
                     // Lost (expired while cut off) or never claimed (started from the saved state): claim our subnet back.
-                    Network ??= await Leaser.EnsureNetworkConfigAsync(new NetworkConfig { Network = _config.Node.ClusterCidr, SubnetLen = _cc.SubnetLen }, ct).ConfigureAwait(false);
+                    Network ??= await Leaser.EnsureNetworkConfigAsync(Proposal(), ct).ConfigureAwait(false);
                     LeasedSubnet l = await Leaser.ClaimAsync(Network, _subnet, ct).ConfigureAwait(false);
                     if (l.Subnet != _subnet)
                     {
@@ -255,6 +261,7 @@ public sealed partial class ClusterAgent : IDisposable
                     LogReclaimed(_subnet.ToString());
                 }
                 Renewals++;
+                _lastRenewal = Environment.TickCount64;
                 if (!_registered)
                 {
                     await RegisterNodeAsync(ct).ConfigureAwait(false);
@@ -262,6 +269,9 @@ public sealed partial class ClusterAgent : IDisposable
                 }
                 _renewOk = true;
                 UpdateState();
+                // Renewals work but a watch keeps failing (its member lost the leader, say): dial again too.
+                if (_state == "degraded" && Environment.TickCount64 - _degradedSince > 10_000 && Store.Reset(TimeSpan.FromSeconds(15)))
+                    LogReconnected(LastError ?? "a watch keeps failing");
             }
             catch (StoreUnavailableException e)
             {
@@ -269,6 +279,10 @@ public sealed partial class ClusterAgent : IDisposable
                 _renewOk = false;
                 LastError = e.Message;
                 UpdateState();
+                // Failing for long while others may be fine (a member that lost its leader and kept our connection, a
+                // connection in a bad state): dial every member again, as etcd's own client switches endpoints.
+                if (Environment.TickCount64 - _lastRenewal > 10_000 && Store.Reset(TimeSpan.FromSeconds(15)))
+                    LogReconnected(e.Message);
                 await Delay(TimeSpan.FromSeconds(1), ct).ConfigureAwait(false);
                 continue;
             }
@@ -527,6 +541,9 @@ public sealed partial class ClusterAgent : IDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: the lease of subnet {Subnet} had expired; claimed it again")]
     private partial void LogReclaimed(string subnet);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: the store has failed for more than 10 s ({Error}): connecting to every member again")]
+    private partial void LogReconnected(string error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "cluster: registered Node {Node}")]
     private partial void LogRegistered(string node);

@@ -115,6 +115,97 @@ public sealed class EtcdServer : IDisposable
     }
 }
 
+/// <summary>Three etcd members on loopback (plain HTTP), each of which can be killed and started again with its data.</summary>
+public sealed class EtcdCluster : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("vswitch-etcd3-").FullName;
+    private readonly int[] _client = new int[3], _peer = new int[3];
+    private readonly Process?[] _members = new Process?[3];
+
+    public EtcdCluster()
+    {
+        for (int i = 0; i < 3; i++)
+        {
+            _client[i] = FreePort();
+            _peer[i] = FreePort();
+        }
+        for (int i = 0; i < 3; i++) Start(i);
+        using EtcdStore s = Open();
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                s.PutAsync("/ready", "1").GetAwaiter().GetResult();
+                break;
+            }
+            catch (StoreUnavailableException) when (sw.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                Thread.Sleep(100);
+            }
+        }
+    }
+
+    public IReadOnlyList<string> Endpoints => [.. _client.Select(p => $"http://127.0.0.1:{p}")];
+
+    public EtcdStore Open() => new(new EtcdOptions { Endpoints = Endpoints, RequestTimeout = TimeSpan.FromSeconds(3) });
+
+    public void Start(int i)
+    {
+        string cluster = string.Join(',', Enumerable.Range(0, 3).Select(k => $"m{k}=http://127.0.0.1:{_peer[k]}"));
+        var psi = new ProcessStartInfo("/usr/bin/etcd") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (string a in new[]
+                 {
+                     "--name", $"m{i}", "--data-dir", Path.Combine(_dir, $"m{i}"),
+                     "--listen-client-urls", $"http://127.0.0.1:{_client[i]}", "--advertise-client-urls", $"http://127.0.0.1:{_client[i]}",
+                     "--listen-peer-urls", $"http://127.0.0.1:{_peer[i]}", "--initial-advertise-peer-urls", $"http://127.0.0.1:{_peer[i]}",
+                     "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "t3", "--log-level", "error",
+                 })
+            psi.ArgumentList.Add(a);
+        Process p = Process.Start(psi)!;
+        p.ErrorDataReceived += (_, _) => { };
+        p.OutputDataReceived += (_, _) => { };
+        p.BeginErrorReadLine();
+        p.BeginOutputReadLine();
+        _members[i] = p;
+    }
+
+    public void Kill(int i)
+    {
+        Process? p = _members[i];
+        if (p is null) return;
+        try
+        {
+            p.Kill();
+            p.WaitForExit(5000);
+        }
+        catch (InvalidOperationException)
+        {
+        }
+        p.Dispose();
+        _members[i] = null;
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public void Dispose()
+    {
+        for (int i = 0; i < 3; i++) Kill(i);
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
 public sealed class TlsEtcdServer : IDisposable
 {
     public EtcdServer Server { get; } = new(tls: true);

@@ -171,8 +171,8 @@ public static class Render
     {
         var sb = new StringBuilder();
         sb.Append(Inv, $"node {c.Node}: {c.State}{(c.LastError is { } e ? $" ({e})" : "")}\n");
-        sb.Append(Inv, $"store {string.Join(",", c.Endpoints)} prefix {c.Prefix}, revision {c.Revision}\n");
-        sb.Append(Inv, $"lease {c.Subnet} for {c.PublicIP} VTEP {c.VtepMac}, TTL {c.LeaseTTLSeconds}s, lease id {c.LeaseId ?? "(none)"}, renewed {c.Renewals} time(s), {c.RenewFailures} failure(s)\n");
+        sb.Append(Inv, $"store {string.Join(",", c.Endpoints)} (using {c.Member}, {c.Failovers} failover(s)) prefix {c.Prefix}, revision {c.Revision}\n");
+        sb.Append(Inv, $"lease {c.Subnet} for {c.PublicIP} VTEP {c.VtepMac}, TTL {c.LeaseTTLSeconds}s, lease id {c.LeaseId ?? "(none)"}, renewed {c.Renewals} time(s), {c.RenewFailures} failure(s), {c.Reconnects} reconnect(s)\n");
         sb.Append(Inv, $"network {c.Network ?? "?"} vxlan VNI {c.Vni} port {c.Port}\n\n");
         var rows = new List<string[]> { new[] { "PEER", "SUBNET", "PUBLIC-IP", "VTEP-MAC" } };
         foreach (ClusterPeerInfo p in c.Peers) rows.Add([p.Name, p.Subnet, p.PublicIP, p.VtepMac]);

@@ -92,6 +92,10 @@ public sealed record ClusterInfo
     public string? LastError { get; init; }
     public required string Node { get; init; }
     public required IReadOnlyList<string> Endpoints { get; init; }
+    /// <summary>The member requests go to now.</summary>
+    public string? Member { get; init; }
+    /// <summary>Times requests moved to another member after one failed.</summary>
+    public long Failovers { get; init; }
     public required string Prefix { get; init; }
     public required string Subnet { get; init; }
     public required string PublicIP { get; init; }
@@ -107,6 +111,8 @@ public sealed record ClusterInfo
     public required Dictionary<string, int> Objects { get; init; }
     public long Renewals { get; init; }
     public long RenewFailures { get; init; }
+    /// <summary>Times every connection to the members was dropped and dialled again after failing for long.</summary>
+    public long Reconnects { get; init; }
     public long BadLeases { get; init; }
     public long BadObjects { get; init; }
     public double LastObjectApplyMs { get; init; }
