@@ -36,8 +36,10 @@
 #     connections to it on every node, moves a long-lived UDP flow pinned to it to the other endpoint, and leaves
 #     no live connection DNATed to it in any node's conntrack;
 #  8. one etcd member killed: nothing changes; a second: every node reports degraded (cluster state, status,
-#     /readyz 503, vswitch_cluster_ready 0) within 15 s and pods still ping; a member restarted: every node ready
-#     again within 20 s, and a second Service applied then reaches every node (and goes when deleted);
+#     /readyz 503, vswitch_cluster_ready 0) within 15 s and pods still ping; node 1 restarted then starts from its
+#     saved state (same subnet, peers, the Service) and its pods keep reaching the others; a member restarted: every
+#     node ready again within 20 s, and a second Service applied then reaches every node (and goes when deleted);
+#     the last member restarted: all three healthy, every node ready;
 #  9. SIGTERM stops every switch; the script then tears everything down and checks that no vc- namespace, process
 #     or mount is left.
 #
@@ -1395,6 +1397,33 @@ if ((!STORE_ONLY)); then
     mapfile -t pairs < <(a_pairs)
     ping_matrix all "no quorum: pods across nodes still" "${pairs[@]}"
 
+    # A switch restarted while the store has no quorum starts from what it saved (cluster.json in its state directory):
+    # the same subnet, its peers and the Services from the store; its pods (persistent TAPs) are taken up again.
+    T0="$(mark)"
+    bg_stop vs-n1 TERM 10
+    start_switch 1
+    st=""
+    js=""
+    while before_deadline "$T0" 20; do
+        js="$(VS_TIMEOUT=5 vs 1 cluster -o json 2>/dev/null)" || js=""
+        st="$(vc_get state <<<"$js")"
+        [[ "$st" != degraded ]] || break
+        sleep 0.3
+    done
+    if [[ "$st" == degraded && "$(vc_get subnet <<<"$js")" == "${SUB[1]}" ]]; then
+        pass "no quorum: vc-n1 restarted, forwarding from its saved state $(since "$T0") s later (subnet ${SUB[1]}, degraded)"
+    else
+        fail "no quorum: vc-n1 restarted starts from its saved state within 20 s (got ${st:-no answer}, subnet $(vc_get subnet <<<"$js"))" "$(switch_log 1)"
+    fi
+    mapfile -t pairs < <(a_pairs)
+    ping_matrix all "no quorum, vc-n1 restarted: pods across nodes" "${pairs[@]}"
+    tcp_from 1b "$SVC_IP" "$SVC_PORT" 1 3
+    if [[ "$OUT" != ERR* && -n "$OUT" ]]; then
+        pass "no quorum, vc-n1 restarted: the Service from the store answers from its pod ($SVC_IP:$SVC_PORT: $OUT)"
+    else
+        fail "no quorum, vc-n1 restarted: the Service from the store answers from its pod (got: $OUT)" "$(switch_log 1)"
+    fi
+
     T0="$(mark)"
     start_member 2 restart
     wait_cluster_state ready "$T0" 20 "${LIVE_VS[@]}" || true
@@ -1447,6 +1476,23 @@ if ((!STORE_ONLY)); then
         printf '%s\n' "$out" >"$WORK/delete.txt"
         fail "service: vswitch delete service web2 / endpointslice web2-1 -n default" "$WORK/delete.txt"
     fi
+
+    # The last member back: all three healthy, every switch still ready.
+    start_member 3 restart
+    if wait_for 20 all_healthy; then
+        pass "etcd e3 restarted: e1, e2, e3 healthy"
+    else
+        fail "etcd e3 restarted: the three members healthy within 20 s" "$(member_logs)"
+    fi
+    T0="$(mark)"
+    wait_cluster_state ready "$T0" 10 "${LIVE_VS[@]}" || true
+    for n in "${LIVE_VS[@]}"; do
+        if [[ -n "${STATE_AT[$n]:-}" ]]; then
+            pass "etcd e3 restarted: vc-n$n ready"
+        else
+            fail "etcd e3 restarted: vc-n$n ready (last: ${LAST_STATE[$n]})" "$(switch_log "$n")"
+        fi
+    done
 
     # ------------------------------------------------------------ 9. SIGTERM
 
