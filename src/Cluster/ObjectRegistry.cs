@@ -24,7 +24,8 @@ public sealed record AppliedObject(string Kind, string? Namespace, string Name, 
 /// at creation and kept. An apply is one etcd transaction: every object is checked first, and either all are written
 /// or none (a request that names a <c>resourceVersion</c> the object no longer has is refused with a conflict).
 /// Services get what the API server would give them: a ClusterIP from the Service range when they have none, and node
-/// ports, checked against every stored Service.
+/// ports; the addresses and ports are allocated with keys of their own (<c>PREFIX/ranges/...</c>) in the same transaction,
+/// so two Services never get the same one.
 /// </summary>
 public sealed class ObjectRegistry(EtcdStore store, string prefix, ManifestOptions options, Ipv4Prefix serviceCidr)
 {
@@ -68,8 +69,7 @@ public sealed class ObjectRegistry(EtcdStore store, string prefix, ManifestOptio
                 string key = KeyOf(o);
                 existing[key] = await store.GetAsync(key, ct).ConfigureAwait(false);
             }
-            List<V1Service>? stored = null;
-            if (objects.Any(o => o is V1Service)) stored = await ListAsync<V1Service>(KubeObjects.Find("services")!, null, ct).ConfigureAwait(false);
+            var ranges = new Ranges(store, prefix, ct);
             var writes = new List<(string Key, string? Value, long Lease)>();
             var expect = new List<(string Key, long ModRevision)>();
             var results = new List<AppliedObject>();
@@ -90,11 +90,12 @@ public sealed class ObjectRegistry(EtcdStore store, string prefix, ManifestOptio
                     if ((old?.ModRevision ?? 0) != want)
                         throw new ConflictException($"{KubeObjects.Describe(o)}: the object has been modified (resourceVersion {want} given, {(old is null ? "it does not exist" : $"it is at {old.Value.ModRevision}")}); read it again and apply your changes to the latest version");
                 }
-                if (o is V1Service svc && stored is not null) Allocate(svc, before as V1Service, stored, objects.OfType<V1Service>(), errors);
+                if (o is V1Service svc) await AllocateAsync(svc, before as V1Service, ranges, errors).ConfigureAwait(false);
                 List<string> problems = KubeObjects.Validate(o, options);
                 errors.AddRange(problems);
                 if (problems.Count > 0) continue;
-                if (o is V1Service s2 && stored is not null) NodePorts(s2, before as V1Service, stored, errors);
+                if (o is V1Service s2) await NodePortsAsync(s2, before as V1Service, ranges, errors).ConfigureAwait(false);
+                if (before is V1Service old1 && o is V1Service new1) await ranges.ReleaseUnusedAsync(old1, new1).ConfigureAwait(false);
                 // What the API server keeps from the object's past: its identity and age.
                 o.Metadata.Uid = before?.Metadata?.Uid ?? Guid.NewGuid().ToString();
                 o.Metadata.CreationTimestamp = before?.Metadata?.CreationTimestamp ?? DateTime.UtcNow.Truncate();
@@ -112,6 +113,8 @@ public sealed class ObjectRegistry(EtcdStore store, string prefix, ManifestOptio
             }
             if (errors.Count > 0) throw new ManifestException(errors);
             if (writes.Count == 0) return results;
+            // The allocations go in the same transaction: two applies racing for one address or port cannot both win.
+            ranges.AddTo(expect, writes);
             long? revision = await store.CommitAsync(expect, writes, ct).ConfigureAwait(false);
             if (revision is { } r) return [.. results.Select(x => x.Action == "unchanged" ? x : x with { ResourceVersion = r })];
             if (attempt >= MaxRetries) throw new ConflictException("the objects kept changing while they were being applied; try again");
@@ -139,73 +142,137 @@ public sealed class ObjectRegistry(EtcdStore store, string prefix, ManifestOptio
         return JsonNode.DeepEquals(Strip(a), Strip(b));
     }
 
-    /// <summary>A ClusterIP for a Service that has none (and is not headless or ExternalName): its old one when it is
-    /// re-applied, else the first free address from a hash of its name, as stable as the node port allocator's.</summary>
-    private void Allocate(V1Service s, V1Service? before, List<V1Service> stored, IEnumerable<V1Service> applying, List<string> errors)
+    /// <summary>
+    /// The allocations of Service addresses and node ports, as the API server keeps them: one key per address
+    /// (<c>PREFIX/ranges/serviceips/10.96.0.10</c>) and per node port (<c>PREFIX/ranges/nodeports/TCP/30080</c>), whose
+    /// value names the Service that holds it. An apply reads the keys it needs (never the whole set of Services), and
+    /// writes its claims and releases in its own transaction, conditional on those keys being as read.
+    /// </summary>
+    private sealed class Ranges(EtcdStore store, string prefix, CancellationToken ct)
     {
-        s.Spec ??= new V1ServiceSpec();
-        if (s.Spec.Type == "ExternalName" || !string.IsNullOrEmpty(s.Spec.ClusterIP) || s.Spec.ClusterIPs is { Count: > 0 }) return;
-        if (before?.Spec?.ClusterIP is { Length: > 0 } kept)
+        private readonly Dictionary<string, StoreEntry?> _read = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, string?> _want = new(StringComparer.Ordinal);
+
+        public static string Owner(V1Service s) => $"{s.Metadata.NamespaceProperty}/{s.Metadata.Name}";
+        public string IpKey(string ip) => $"{prefix}/ranges/serviceips/{ip}";
+        public string PortKey(string protocol, int port) => $"{prefix}/ranges/nodeports/{protocol}/{port}";
+
+        /// <summary>Who holds a key: a claim made in this request, else the store's value; null when free.</summary>
+        public async Task<string?> HolderAsync(string key)
         {
-            s.Spec.ClusterIP = kept;
-            s.Spec.ClusterIPs = before.Spec.ClusterIPs;
-            return;
+            if (_want.TryGetValue(key, out string? w)) return w;
+            if (!_read.TryGetValue(key, out StoreEntry? e)) _read[key] = e = await store.GetAsync(key, ct).ConfigureAwait(false);
+            return e?.Text;
         }
-        var used = new HashSet<string>(stored.Concat(applying).Where(x => x != s && x.Spec?.ClusterIP is { Length: > 0 }).Select(x => x.Spec.ClusterIP), StringComparer.Ordinal);
-        uint size = (uint)((1UL << (32 - serviceCidr.Length)) - 2);
-        uint h = NodePortAllocator.Hash(s.Metadata.NamespaceProperty, s.Metadata.Name, 0, 6);
-        for (uint i = 0; i < Math.Min(size, 1u << 20); i++)
+
+        public void Claim(string key, string owner) => _want[key] = owner;
+
+        /// <summary>Frees the address and node ports <paramref name="before"/> held that <paramref name="after"/> does not.</summary>
+        public async Task ReleaseUnusedAsync(V1Service before, V1Service after)
         {
-            var ip = new Ipv4Address(serviceCidr.Address.Value + 1 + ((h + i) % size));
-            if (used.Contains(ip.ToString())) continue;
-            s.Spec.ClusterIP = ip.ToString();
-            s.Spec.ClusterIPs = [ip.ToString()];
-            return;
+            foreach (string k in KeysOf(before).Except(KeysOf(after)).ToList())
+                if (!_want.ContainsKey(k) && await HolderAsync(k).ConfigureAwait(false) == Owner(before)) _want[k] = null;
         }
-        errors.Add($"{KubeObjects.Describe(s)}: spec.clusterIP: no free address left in {serviceCidr}");
+
+        public IEnumerable<string> KeysOf(V1Service s)
+        {
+            foreach (string ip in (s.Spec?.ClusterIPs ?? []).Append(s.Spec?.ClusterIP ?? "").Where(i => i.Length > 0 && i != "None").Distinct())
+                yield return IpKey(ip);
+            foreach (V1ServicePort p in s.Spec?.Ports ?? [])
+                if (p.NodePort is > 0) yield return PortKey(p.Protocol ?? "TCP", p.NodePort.Value);
+        }
+
+        public void AddTo(List<(string Key, long ModRevision)> expect, List<(string Key, string? Value, long Lease)> writes)
+        {
+            foreach ((string key, string? owner) in _want)
+            {
+                StoreEntry? e = _read.GetValueOrDefault(key);
+                if (e?.Text == owner) continue;
+                expect.Add((key, e?.ModRevision ?? 0));
+                writes.Add((key, owner, 0));
+            }
+        }
     }
 
-    /// <summary>Writes the node ports the manifest reader gave into the object (so every node uses the same ones) and
-    /// refuses one that another stored Service already has.</summary>
-    private void NodePorts(V1Service s, V1Service? before, List<V1Service> stored, List<string> errors)
+    /// <summary>The ClusterIP: the one given (refused when another Service holds it), the one a re-applied Service had,
+    /// else the first free address from a hash of its name.</summary>
+    private async Task AllocateAsync(V1Service s, V1Service? before, Ranges ranges, List<string> errors)
+    {
+        s.Spec ??= new V1ServiceSpec();
+        if (s.Spec.Type == "ExternalName") return;
+        string owner = Ranges.Owner(s);
+        string? given = !string.IsNullOrEmpty(s.Spec.ClusterIP) ? s.Spec.ClusterIP : s.Spec.ClusterIPs?.FirstOrDefault();
+        if (given == "None") return;
+        if (given is null && before?.Spec?.ClusterIP is { Length: > 0 } kept && kept != "None")
+        {
+            s.Spec.ClusterIP = kept;
+            s.Spec.ClusterIPs = before.Spec.ClusterIPs ?? [kept];
+            given = kept;
+        }
+        if (given is not null)
+        {
+            if (!Ipv4Address.TryParse(given, out _)) return; // the reader reports it
+            string? holder = await ranges.HolderAsync(ranges.IpKey(given)).ConfigureAwait(false);
+            if (holder is not null && holder != owner)
+                errors.Add($"{KubeObjects.Describe(s)}: spec.clusterIP: {given} is already allocated to Service {holder}");
+            else ranges.Claim(ranges.IpKey(given), owner);
+            return;
+        }
+        uint size = (uint)((1UL << (32 - serviceCidr.Length)) - 2);
+        uint h = NodePortAllocator.Hash(s.Metadata.NamespaceProperty, s.Metadata.Name, 0, 6);
+        for (uint i = 0; i < Math.Min(size, 4096u); i++)
+        {
+            string ip = new Ipv4Address(serviceCidr.Address.Value + 1 + ((h + i) % size)).ToString();
+            string? holder = await ranges.HolderAsync(ranges.IpKey(ip)).ConfigureAwait(false);
+            if (holder is not null && holder != owner) continue;
+            s.Spec.ClusterIP = ip;
+            s.Spec.ClusterIPs = [ip];
+            ranges.Claim(ranges.IpKey(ip), owner);
+            return;
+        }
+        errors.Add($"{KubeObjects.Describe(s)}: spec.clusterIP: no free address found in {serviceCidr}");
+    }
+
+    /// <summary>Node ports: those given (refused when another Service holds one), those a re-applied Service had, the
+    /// rest as the manifest reader chooses them (a stable hash of the port), moved on to the next free one when held.</summary>
+    private async Task NodePortsAsync(V1Service s, V1Service? before, Ranges ranges, List<string> errors)
     {
         if (s.Spec?.Ports is null || s.Spec.Type is not ("NodePort" or "LoadBalancer")) return;
-        // Keep the node ports a re-applied Service had (the API server does), then let the reader fill in the rest.
+        string owner = Ranges.Owner(s);
+        var given = new bool[s.Spec.Ports.Count];
         for (int i = 0; i < s.Spec.Ports.Count; i++)
         {
             V1ServicePort p = s.Spec.Ports[i];
+            given[i] = p.NodePort is > 0;
             if (p.NodePort is null or 0 && before?.Spec?.Ports?.FirstOrDefault(b => b.Port == p.Port && (b.Protocol ?? "TCP") == (p.Protocol ?? "TCP")) is { NodePort: > 0 } b)
                 p.NodePort = b.NodePort;
         }
-        ClusterObjects read = ManifestReader.Read(KubernetesJson.Serialize(s), "store", options);
-        ServiceObject compiled = read.Services[0];
-        var taken = new Dictionary<(string Protocol, int Port), string>();
-        foreach (V1Service o in stored)
-        {
-            if (o.Metadata.NamespaceProperty == s.Metadata.NamespaceProperty && o.Metadata.Name == s.Metadata.Name) continue;
-            foreach (V1ServicePort p in o.Spec?.Ports ?? [])
-                if (p.NodePort is > 0) taken[(p.Protocol ?? "TCP", p.NodePort.Value)] = KubeObjects.Describe(o);
-        }
+        ServiceObject compiled = ManifestReader.Read(KubernetesJson.Serialize(s), "store", options).Services[0];
+        int span = options.NodePortMax - options.NodePortMin + 1;
         for (int i = 0; i < s.Spec.Ports.Count && i < compiled.Ports.Count; i++)
         {
             V1ServicePort p = s.Spec.Ports[i];
+            string proto = p.Protocol ?? "TCP";
             int np = compiled.Ports[i].NodePort;
             if (np == 0) continue;
-            if (taken.TryGetValue((p.Protocol ?? "TCP", np), out string? owner))
+            for (int k = 0; ; k++)
             {
-                if (p.NodePort is > 0)
+                string? holder = await ranges.HolderAsync(ranges.PortKey(proto, np)).ConfigureAwait(false);
+                if (holder is null || holder == owner)
                 {
-                    errors.Add($"{KubeObjects.Describe(s)}: spec.ports[{i}].nodePort: {np} is already allocated to {owner}");
-                    continue;
+                    p.NodePort = np;
+                    ranges.Claim(ranges.PortKey(proto, np), owner);
+                    break;
                 }
-                // The reader's choice collides with a stored Service: take the next free one.
-                for (int k = 1; k <= options.NodePortMax - options.NodePortMin; k++)
+                if (given[i] || k >= Math.Min(span, 4096))
                 {
-                    int c = options.NodePortMin + ((np - options.NodePortMin + k) % (options.NodePortMax - options.NodePortMin + 1));
-                    if (!taken.ContainsKey((p.Protocol ?? "TCP", c))) { np = c; break; }
+                    errors.Add(given[i]
+                        ? $"{KubeObjects.Describe(s)}: spec.ports[{i}].nodePort: {np} is already allocated to Service {holder}"
+                        : $"{KubeObjects.Describe(s)}: spec.ports[{i}].nodePort: no free node port found in {options.NodePortMin}-{options.NodePortMax}");
+                    break;
                 }
+                np = options.NodePortMin + ((np - options.NodePortMin + 1) % span);
             }
-            p.NodePort = np;
         }
     }
 
@@ -261,7 +328,17 @@ public sealed class ObjectRegistry(EtcdStore store, string prefix, ManifestOptio
         StoreEntry? e = await store.GetAsync(key, ct).ConfigureAwait(false);
         if (e is null) return false;
         long rev = resourceVersion ?? e.Value.ModRevision;
-        long? done = await store.CommitAsync([(key, rev)], [(key, null, 0)], ct).ConfigureAwait(false);
+        var expect = new List<(string Key, long ModRevision)> { (key, rev) };
+        var writes = new List<(string Key, string? Value, long Lease)> { (key, null, 0) };
+        if (kind.Kind == "Service" && Deserialize(kind, e.Value) is V1Service svc)
+        {
+            // The Service's address and node ports are free again, in the same transaction.
+            var ranges = new Ranges(store, prefix, ct);
+            foreach (string k in ranges.KeysOf(svc))
+                if (await ranges.HolderAsync(k).ConfigureAwait(false) == Ranges.Owner(svc)) ranges.Claim(k, null!);
+            ranges.AddTo(expect, writes);
+        }
+        long? done = await store.CommitAsync(expect, writes, ct).ConfigureAwait(false);
         if (done is null) throw new ConflictException($"{kind.Kind} {(kind.Namespaced ? $"{ns ?? "default"}/" : "")}{name}: the object has been modified (resourceVersion {rev} given)");
         return true;
     }

@@ -15,12 +15,30 @@ public sealed class ServiceStore
     private readonly Dictionary<string, (ServiceObject Obj, string Source)> _services = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (EndpointSliceObject Obj, string Source)> _slices = new(StringComparer.Ordinal);
     private readonly Dictionary<string, HashSet<string>> _slicesByService = new(StringComparer.Ordinal);
-    /// <summary>What each Service was compiled from last (its object and slices, canonically serialised).</summary>
-    private readonly Dictionary<string, string> _compiled = new(StringComparer.Ordinal);
+    /// <summary>What each Service was compiled from last: a SHA-256 (first 128 bits) of its object and slices, canonically
+    /// serialised — 16 bytes per Service instead of the text.</summary>
+    private readonly Dictionary<string, UInt128> _compiled = new(StringComparer.Ordinal);
+
+    /// <summary>Who holds each node port (protocol, port) → Service key: kept as objects come and go, so checking a change
+    /// costs what the change holds, not what the store holds.</summary>
+    private readonly Dictionary<(byte Protocol, ushort Port), string> _nodePorts = [];
+    private int _endpoints;
 
     public int ServiceCount => _services.Count;
     public int SliceCount => _slices.Count;
-    public int EndpointCount => _slices.Values.Sum(s => s.Obj.Endpoints.Sum(e => e.Addresses.Count));
+    public int EndpointCount => _endpoints;
+
+    private static int Addresses(EndpointSliceObject s) => s.Endpoints.Sum(e => e.Addresses.Count);
+
+    private void IndexPorts(ServiceObject s, bool add)
+    {
+        foreach (ServicePortSpec p in s.Ports)
+        {
+            if (p.NodePort == 0) continue;
+            if (add) _nodePorts.TryAdd((p.Protocol, p.NodePort), s.Key);
+            else if (_nodePorts.TryGetValue((p.Protocol, p.NodePort), out string? owner) && owner == s.Key) _nodePorts.Remove((p.Protocol, p.NodePort));
+        }
+    }
 
     public static string SliceKey(EndpointSliceObject s) => $"{s.Namespace}/{s.Name}";
 
@@ -54,20 +72,16 @@ public sealed class ServiceStore
             if (_services.TryGetValue(s.Key, out var cur) && cur.Source != source) errors.Add($"Service {s.Key} is owned by {cur.Source}");
         foreach (EndpointSliceObject s in objects.EndpointSlices)
             if (_slices.TryGetValue(SliceKey(s), out var cur) && cur.Source != source) errors.Add($"EndpointSlice {SliceKey(s)} is owned by {cur.Source}");
-        // Node ports are one space for the node, whichever source a Service came from.
-        // With replaceAll every object of the source is replaced; otherwise only the ones given.
+        // Node ports are one space for the node, whichever source a Service came from. With replaceAll every object of the
+        // source is replaced; otherwise only the ones given: a port held by one of those is free.
         var incoming = objects.Services.Select(x => x.Key).ToHashSet(StringComparer.Ordinal);
-        var used = new Dictionary<(byte, ushort), string>();
-        foreach ((ServiceObject o, string src) in _services.Values)
-        {
-            if (src == source && (replaceAll || incoming.Contains(o.Key))) continue;
-            foreach (ServicePortSpec p in o.Ports)
-                if (p.NodePort != 0) used.TryAdd((p.Protocol, p.NodePort), o.Key);
-        }
         foreach (ServiceObject s in objects.Services)
             foreach (ServicePortSpec p in s.Ports)
-                if (p.NodePort != 0 && used.TryGetValue((p.Protocol, p.NodePort), out string? owner) && owner != s.Key)
-                    errors.Add($"Service {s.Key}: node port {p.NodePort}/{(p.Protocol == 6 ? "TCP" : "UDP")} is already used by Service {owner}");
+            {
+                if (p.NodePort == 0 || !_nodePorts.TryGetValue((p.Protocol, p.NodePort), out string? owner) || owner == s.Key) continue;
+                if (_services.TryGetValue(owner, out var o) && o.Source == source && (replaceAll || incoming.Contains(owner))) continue;
+                errors.Add($"Service {s.Key}: node port {p.NodePort}/{(p.Protocol == 6 ? "TCP" : "UDP")} is already used by Service {owner}");
+            }
         return errors;
     }
 
@@ -91,10 +105,14 @@ public sealed class ServiceStore
     public HashSet<string> Upsert(string source, ClusterObjects objects)
     {
         var touched = new HashSet<string>(StringComparer.Ordinal);
+        // Node ports the replaced objects held are released before any is taken (a port may move between two of them).
+        foreach (ServiceObject s in objects.Services)
+            if (_services.TryGetValue(s.Key, out var cur) && cur.Source == source) IndexPorts(cur.Obj, add: false);
         foreach (ServiceObject s in objects.Services)
         {
             if (_services.TryGetValue(s.Key, out var cur) && cur.Source != source) continue;
             _services[s.Key] = (s, source);
+            IndexPorts(s, add: true);
             touched.Add(s.Key);
         }
         foreach (EndpointSliceObject s in objects.EndpointSlices)
@@ -110,8 +128,10 @@ public sealed class ServiceStore
                     _slicesByService.GetValueOrDefault(was)?.Remove(key);
                     touched.Add(was);
                 }
+                _endpoints -= Addresses(cur.Obj);
             }
             _slices[key] = (s, source);
+            _endpoints += Addresses(s);
             if (!_slicesByService.TryGetValue(ServiceOf(s), out HashSet<string>? set)) _slicesByService[ServiceOf(s)] = set = new(StringComparer.Ordinal);
             set.Add(key);
             touched.Add(ServiceOf(s));
@@ -124,6 +144,7 @@ public sealed class ServiceStore
     {
         if (!_services.TryGetValue(key, out var cur) || cur.Source != source) return [];
         _services.Remove(key);
+        IndexPorts(cur.Obj, add: false);
         return new HashSet<string>(StringComparer.Ordinal) { key };
     }
 
@@ -132,9 +153,17 @@ public sealed class ServiceStore
     {
         if (!_slices.TryGetValue(key, out var cur) || cur.Source != source) return [];
         _slices.Remove(key);
+        _endpoints -= Addresses(cur.Obj);
         string svc = ServiceOf(cur.Obj);
         _slicesByService.GetValueOrDefault(svc)?.Remove(key);
         return new HashSet<string>(StringComparer.Ordinal) { svc };
+    }
+
+    private static UInt128 Fingerprint(ServiceObject svc, List<EndpointSliceObject> slices)
+    {
+        Span<byte> hash = stackalloc byte[32];
+        System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(new { svc, slices }), hash);
+        return System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(hash);
     }
 
     /// <summary>The changes to hand the workers: for each touched Service whose object or slices differ from what was
@@ -153,8 +182,8 @@ public sealed class ServiceStore
                 if (_compiled.Remove(key)) deltas.Add(compile(key, null, []));
                 continue;
             }
-            string fingerprint = JsonSerializer.Serialize(new { svc, slices });
-            if (_compiled.TryGetValue(key, out string? was) && was == fingerprint) continue;
+            UInt128 fingerprint = Fingerprint(svc, slices);
+            if (_compiled.TryGetValue(key, out UInt128 was) && was == fingerprint) continue;
             _compiled[key] = fingerprint;
             deltas.Add(compile(key, svc, slices));
         }

@@ -28,8 +28,9 @@ public sealed partial class ClusterAgent : IDisposable
     private readonly ManifestOptions _manifestOptions;
     private readonly Dictionary<string, LeasedSubnet> _peers = new(StringComparer.Ordinal);
     /// <summary>Stored values of the objects handed to the data plane (saved with the snapshot), by key.</summary>
-    private readonly Dictionary<string, string> _objects = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, string> _leases = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (byte[] Value, long Revision)> _objects = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (byte[] Value, long Revision)> _leases = new(StringComparer.Ordinal);
+    private long _objectRevision, _leaseRevision;
     private readonly Lock _gate = new();
     private readonly List<Task> _tasks = [];
     private SwitchHost? _host;
@@ -343,7 +344,7 @@ public sealed partial class ClusterAgent : IDisposable
                     BadLeases++;
                     LogBadLease(error!);
                 }
-                lock (_gate) _leases[key] = e.Entry.Text;
+                lock (_gate) _leases[key] = (e.Entry.Value, e.Entry.ModRevision);
             }
             else
             {
@@ -376,6 +377,7 @@ public sealed partial class ClusterAgent : IDisposable
                 LogBadLease($"{key}: {x.Message}");
             }
         }
+        lock (_gate) _leaseRevision = revision;
         _dirty = true;
     }
 
@@ -394,7 +396,7 @@ public sealed partial class ClusterAgent : IDisposable
             lock (_gate)
             {
                 if (e.Deleted) _objects.Remove(e.Entry.Key);
-                else _objects[e.Entry.Key] = e.Entry.Text;
+                else _objects[e.Entry.Key] = (e.Entry.Value, e.Entry.ModRevision);
             }
             if (k.Kind.Resource is not ("services" or "endpointslices")) continue;
             string id = $"{k.Namespace}/{k.Name}";
@@ -426,46 +428,65 @@ public sealed partial class ClusterAgent : IDisposable
             ObjectBatches++;
             LastObjectApplyMs = sw.Elapsed.TotalMilliseconds;
         }
+        lock (_gate) _objectRevision = revision;
         _dirty = true;
         return Task.CompletedTask;
     }
 
-    /// <summary>Saves what is known every two seconds when something changed, and at the end.</summary>
+    /// <summary>Saves what is known every ten seconds when something changed, and at the end.</summary>
     private async Task SaveLoopAsync(CancellationToken ct)
     {
         while (!ct.IsCancellationRequested)
         {
-            await Delay(TimeSpan.FromSeconds(2), ct).ConfigureAwait(false);
+            // Often enough for a restart without the store to start from a recent state (what it misses, it catches up
+            // on from the saved revisions), seldom enough that a busy store does not keep the node writing.
+            await Delay(TimeSpan.FromSeconds(10), ct).ConfigureAwait(false);
             if (_dirty) SaveSnapshot();
         }
     }
 
+    /// <summary>Writes <c>cluster.json</c> (atomically): what the node knows, each value as the store holds it.</summary>
     private void SaveSnapshot()
     {
         _dirty = false;
-        ClusterSnapshot snap;
+        KeyValuePair<string, (byte[] Value, long Revision)>[] leases, objects;
+        long leaseRevision, objectRevision;
         lock (_gate)
         {
-            IReadOnlyDictionary<string, long> lk = _leaseWatch?.Known ?? new Dictionary<string, long>();
-            IReadOnlyDictionary<string, long> ok = _objectWatch?.Known ?? new Dictionary<string, long>();
-            snap = new ClusterSnapshot
-            {
-                Node = NodeName,
-                Subnet = _subnet.ToString(),
-                Network = Network is null ? null : FlannelLayout.Serialize(Network),
-                LeaseRevision = _leaseWatch?.Revision ?? 0,
-                ObjectRevision = _objectWatch?.Revision ?? 0,
-                Leases = _leases.ToDictionary(kv => kv.Key, kv => new SavedValue(kv.Value, lk.GetValueOrDefault(kv.Key)), StringComparer.Ordinal),
-                Objects = _objects.ToDictionary(kv => kv.Key, kv => new SavedValue(kv.Value, ok.GetValueOrDefault(kv.Key)), StringComparer.Ordinal),
-            };
+            leases = [.. _leases];
+            objects = [.. _objects];
+            leaseRevision = _leaseRevision;
+            objectRevision = _objectRevision;
         }
         try
         {
             Directory.CreateDirectory(_config.State.Directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             string tmp = SnapshotFile + ".tmp";
-            using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 65536))
+            using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
             {
-                JsonSerializer.Serialize(f, snap);
+                // Streamed: the values go from the store's bytes to the file without becoming strings.
+                using (var w = new Utf8JsonWriter(f))
+                {
+                    w.WriteStartObject();
+                    w.WriteString(nameof(ClusterSnapshot.Node), NodeName);
+                    w.WriteString(nameof(ClusterSnapshot.Subnet), _subnet.ToString());
+                    if (Network is not null) w.WriteString(nameof(ClusterSnapshot.Network), FlannelLayout.Serialize(Network));
+                    w.WriteNumber(nameof(ClusterSnapshot.LeaseRevision), leaseRevision);
+                    w.WriteNumber(nameof(ClusterSnapshot.ObjectRevision), objectRevision);
+                    foreach ((string name, KeyValuePair<string, (byte[] Value, long Revision)>[] set) in new[] { ("Leases", leases), ("Objects", objects) })
+                    {
+                        w.WriteStartObject(name);
+                        foreach ((string key, (byte[] value, long rev)) in set)
+                        {
+                            w.WriteStartObject(key);
+                            w.WriteString(nameof(SavedValue.Value), value);
+                            w.WriteNumber(nameof(SavedValue.Revision), rev);
+                            w.WriteEndObject();
+                        }
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndObject();
+                }
                 f.Flush(flushToDisk: true);
             }
             File.Move(tmp, SnapshotFile, overwrite: true);

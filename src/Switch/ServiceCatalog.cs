@@ -165,7 +165,8 @@ public sealed partial class ServiceCatalog : IDisposable
                 if (_store.OwnerOfSlice(key) == StoreSource) touched.UnionWith(_store.DeleteSlice(StoreSource, key));
             if (touched.Count > 0)
                 Install(touched, string.Create(CultureInfo.InvariantCulture,
-                    $"the cluster store: {upserts.Services.Count} Service(s), {upserts.EndpointSlices.Count} EndpointSlice(s) put, {deletedServices.Count + deletedSlices.Count} deleted"), sw);
+                    $"the cluster store: {upserts.Services.Count} Service(s), {upserts.EndpointSlices.Count} EndpointSlice(s) put, {deletedServices.Count + deletedSlices.Count} deleted"), sw,
+                    quiet: upserts.Services.Count + upserts.EndpointSlices.Count + deletedServices.Count + deletedSlices.Count < 16);
             return problems;
         }
     }
@@ -214,7 +215,7 @@ public sealed partial class ServiceCatalog : IDisposable
     }
 
     /// <summary>Compiles the changed Services and has every worker apply them.</summary>
-    private ServiceChange Install(HashSet<string> touched, string what, Stopwatch sw)
+    private ServiceChange Install(HashSet<string> touched, string what, Stopwatch sw, bool quiet = false)
     {
         NatEngine nat = _workers[0].Nat!;
         double before = sw.Elapsed.TotalMilliseconds;
@@ -246,7 +247,8 @@ public sealed partial class ServiceCatalog : IDisposable
         }
         LastResult = string.Create(CultureInfo.InvariantCulture,
             $"{what}; {deltas.Count} Service(s) changed (of {_store.ServiceCount}, {_store.SliceCount} EndpointSlice(s), {_store.EndpointCount} endpoint address(es)); evicted {evicted} connection(s); compile {compileMs:F1} ms, on the workers {workerMs:F2} ms, in force {totalMs:F1} ms after the change began");
-        LogApplied(LastResult);
+        if (quiet) LogAppliedQuietly(LastResult);
+        else LogApplied(LastResult);
         return new ServiceChange(deltas.Select(d => d.Service).ToList(), evicted, compileMs, workerMs, totalMs, LastResult);
     }
 
@@ -267,6 +269,11 @@ public sealed partial class ServiceCatalog : IDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "services: {Result}")]
     private partial void LogApplied(string result);
+
+    /// <summary>The store's steady stream of small changes (EndpointSlices moving) is logged at debug level; big ones and
+    /// every change through the API or the manifest directory at information.</summary>
+    [LoggerMessage(Level = LogLevel.Debug, Message = "services: {Result}")]
+    private partial void LogAppliedQuietly(string result);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "services: {Path}: not applied, keeping the Services in force: {Error}")]
     private partial void LogRejected(string path, string error);

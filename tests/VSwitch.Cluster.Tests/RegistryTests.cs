@@ -157,6 +157,49 @@ public sealed class RegistryTests(EtcdServer etcd) : IClassFixture<EtcdServer>
     }
 
     [Fact]
+    public async Task A_ClusterIP_is_allocated_once_and_freed_with_its_Service()
+    {
+        using EtcdStore s = etcd.Open();
+        ObjectRegistry r = New(s, out string prefix);
+        await r.ApplyAsync("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n", "a", default);
+        Assert.Equal("default/a", (await s.GetAsync($"{prefix}/ranges/serviceips/10.96.0.10"))!.Value.Text);
+        ManifestException e = await Assert.ThrowsAsync<ManifestException>(() =>
+            r.ApplyAsync("apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n", "b", default));
+        Assert.Contains("Service default/b: spec.clusterIP: 10.96.0.10 is already allocated to Service default/a", e.Message, StringComparison.Ordinal);
+        Assert.True(await r.DeleteAsync(KubeObjects.Find("svc")!, "default", "a", null, default));
+        Assert.Null(await s.GetAsync($"{prefix}/ranges/serviceips/10.96.0.10"));
+        await r.ApplyAsync("apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n", "b", default);
+        // A changed address frees the old one.
+        await r.ApplyAsync("apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {clusterIP: 10.96.0.11, ports: [{port: 80}]}\n", "b", default);
+        Assert.Null(await s.GetAsync($"{prefix}/ranges/serviceips/10.96.0.10"));
+        Assert.Equal("default/b", (await s.GetAsync($"{prefix}/ranges/serviceips/10.96.0.11"))!.Value.Text);
+    }
+
+    [Fact]
+    public async Task Applies_racing_for_one_node_port_do_not_both_get_it()
+    {
+        using EtcdStore s = etcd.Open();
+        ObjectRegistry r = New(s, out string prefix);
+        Task<Exception?>[] racers = Enumerable.Range(0, 4).Select(i => Task.Run<Exception?>(async () =>
+        {
+            try
+            {
+                await r.ApplyAsync($"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{type: NodePort, ports: [{{port: 80, nodePort: 31000}}]}}\n", "x", default);
+                return null;
+            }
+            catch (Exception e) when (e is ManifestException or ConflictException)
+            {
+                return e;
+            }
+        })).ToArray();
+        Exception?[] outcomes = await Task.WhenAll(racers);
+        Assert.Single(outcomes, o => o is null);
+        Assert.All(outcomes.Where(o => o is not null), o => Assert.Contains("31000 is already allocated", o!.Message, StringComparison.Ordinal));
+        (List<StoreEntry> services, _) = await s.ListAsync($"{prefix}/registry/services/");
+        Assert.Single(services);
+    }
+
+    [Fact]
     public void Keys_follow_the_registry_layout()
     {
         KubeKind svc = KubeObjects.Find("svc")!, node = KubeObjects.Find("nodes")!, np = KubeObjects.Find("NetworkPolicy")!;
