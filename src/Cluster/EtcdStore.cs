@@ -246,20 +246,21 @@ public sealed class EtcdStore : IDisposable
         {
             throw new StoreRejectedException($"etcd refused the {what}: {e.Status.Detail}", e);
         }
-        catch (RpcException e) when (ct.IsCancellationRequested)
+        catch (Exception e) when (e is RpcException or TimeoutException)
         {
-            throw new OperationCanceledException("canceled", e, ct);
+            throw Translate(e, m, what, ct);
         }
-        catch (RpcException e) when (!ct.IsCancellationRequested)
-        {
-            Failed(m);
-            throw new StoreUnavailableException($"etcd {what} at {m.Endpoint}: {Describe(e)}", e);
-        }
-        catch (TimeoutException e)
-        {
-            Failed(m);
-            throw new StoreUnavailableException($"etcd {what} at {m.Endpoint}: no answer in time (no quorum, or the member unreachable)", e);
-        }
+    }
+
+    /// <summary>What a failed request means to the caller: canceled (the caller's token), or the member unusable (the
+    /// next request goes to another one).</summary>
+    private Exception Translate(Exception e, Member m, string what, CancellationToken ct)
+    {
+        if (ct.IsCancellationRequested) return new OperationCanceledException("canceled", e, ct);
+        Failed(m);
+        return new StoreUnavailableException(e is RpcException r
+            ? $"etcd {what} at {m.Endpoint}: {Describe(r)}"
+            : $"etcd {what} at {m.Endpoint}: no answer in time (no quorum, or the member unreachable)", e);
     }
 
     internal static string Describe(RpcException e) => e.StatusCode switch
@@ -370,14 +371,9 @@ public sealed class EtcdStore : IDisposable
                 throw new StoreUnavailableException("etcd lease keep-alive: the stream ended without an answer");
             return call.ResponseStream.Current.TTL;
         }
-        catch (RpcException e) when (ct.IsCancellationRequested)
+        catch (RpcException e)
         {
-            throw new OperationCanceledException("canceled", e, ct);
-        }
-        catch (RpcException e) when (!ct.IsCancellationRequested)
-        {
-            Failed(m);
-            throw new StoreUnavailableException($"etcd lease keep-alive at {m.Endpoint}: {Describe(e)}", e);
+            throw Translate(e, m, "lease keep-alive", ct);
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
@@ -404,19 +400,9 @@ public sealed class EtcdStore : IDisposable
                 CreateRequest = new WatchCreateRequest { Key = Bytes(prefix), RangeEnd = RangeEnd(prefix), StartRevision = afterRevision + 1, ProgressNotify = true },
             }, ct).WaitAsync(_options.RequestTimeout, ct).ConfigureAwait(false);
         }
-        catch (RpcException e) when (ct.IsCancellationRequested)
+        catch (Exception e) when (e is RpcException or TimeoutException)
         {
-            throw new OperationCanceledException("canceled", e, ct);
-        }
-        catch (RpcException e) when (!ct.IsCancellationRequested)
-        {
-            Failed(m);
-            throw new StoreUnavailableException($"etcd watch {prefix} at {m.Endpoint}: {Describe(e)}", e);
-        }
-        catch (TimeoutException e)
-        {
-            Failed(m);
-            throw new StoreUnavailableException($"etcd watch {prefix} at {m.Endpoint}: no answer in time", e);
+            throw Translate(e, m, $"watch {prefix}", ct);
         }
         long revision = afterRevision;
         var pending = new List<StoreEvent>();

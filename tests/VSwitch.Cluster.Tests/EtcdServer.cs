@@ -57,15 +57,21 @@ public sealed class EtcdServer : IDisposable
             }
         }
         using EtcdStore s = Open();
-        // Ready when it commits (a member that listens may not have elected itself yet).
+        WaitWritable(s, TimeSpan.FromSeconds(20));
+    }
+
+    /// <summary>Until the store commits a write (a member that listens may not have a leader yet).</summary>
+    internal static void WaitWritable(EtcdStore s, TimeSpan within)
+    {
+        var sw = Stopwatch.StartNew();
         while (true)
         {
             try
             {
                 s.PutAsync("/ready", "1").GetAwaiter().GetResult();
-                break;
+                return;
             }
-            catch (StoreUnavailableException) when (sw.Elapsed < TimeSpan.FromSeconds(20))
+            catch (StoreUnavailableException) when (sw.Elapsed < within)
             {
                 Thread.Sleep(100);
             }
@@ -131,19 +137,7 @@ public sealed class EtcdCluster : IDisposable
         }
         for (int i = 0; i < 3; i++) Start(i);
         using EtcdStore s = Open();
-        var sw = Stopwatch.StartNew();
-        while (true)
-        {
-            try
-            {
-                s.PutAsync("/ready", "1").GetAwaiter().GetResult();
-                break;
-            }
-            catch (StoreUnavailableException) when (sw.Elapsed < TimeSpan.FromSeconds(30))
-            {
-                Thread.Sleep(100);
-            }
-        }
+        EtcdServer.WaitWritable(s, TimeSpan.FromSeconds(30));
     }
 
     public IReadOnlyList<string> Endpoints => [.. _client.Select(p => $"http://127.0.0.1:{p}")];

@@ -819,6 +819,26 @@ cluster:
 EOF
 }
 
+# apply_service NAME IP NODE WHAT: Service NAME (IP, endpoints on the pods 3a and 4a) applied with `vswitch apply -f` on
+# node NODE while pollers on every node connect to it; reports the apply and the time to the first answer on each node.
+apply_service() {
+    local name="$1" ip="$2" node="$3" what="$4" out
+    {
+        svc_yaml "$name" "$ip"
+        slice_yaml "$name" 3a 4a
+    } >"$WORK/$name.yaml"
+    start_pollers "$name" "$ip"
+    sleep 0.3
+    T0="$(mark)"
+    if out="$(vs "$node" apply -f "$WORK/$name.yaml" 2>&1)"; then
+        pass "$what"
+    else
+        printf '%s\n' "$out" >"$WORK/apply-$name.txt"
+        fail "$what" "$WORK/apply-$name.txt"
+    fi
+    report_pollers "$name" "$T0" 15 "service $name"
+}
+
 start_switch() { # start_switch N
     start_bg "vs-n$1" ip netns exec "$(node_ns "n$1")" "$BIN" run --config "$WORK/n$1.yaml"
 }
@@ -1240,20 +1260,7 @@ if ((!STORE_ONLY)); then
         start_bg "srv-$k" timeout 300 ip netns exec "$(pod_ns "$k")" "$PY" "$TOOLS" serve "$k" "$SVC_PORT" "$UDP_PORT" 290
         wait_for 5 tcp_listening "$(pod_ns "$k")" "$SVC_PORT" || log "server in $(pod_ns "$k") did not start"
     done
-    {
-        svc_yaml web "$SVC_IP"
-        slice_yaml web 3a 4a
-    } >"$WORK/web.yaml"
-    start_pollers web "$SVC_IP"
-    sleep 0.3
-    T0="$(mark)"
-    if out="$(vs 1 apply -f "$WORK/web.yaml" 2>&1)"; then
-        pass "service: vswitch apply -f on vc-n1: Service default/web $SVC_IP and EndpointSlice web-1 (endpoints on vc-n3 and vc-n4)"
-    else
-        printf '%s\n' "$out" >"$WORK/apply.txt"
-        fail "service: vswitch apply -f on vc-n1" "$WORK/apply.txt"
-    fi
-    report_pollers web "$T0" 15 "service web"
+    apply_service web "$SVC_IP" 1 "service: vswitch apply -f on vc-n1: Service default/web $SVC_IP and EndpointSlice web-1 (endpoints on vc-n3 and vc-n4)"
     keys="$(ectl get --prefix "$PREFIX/registry/" --keys-only 2>/dev/null | awk NF || true)"
     if grep -q '/default/web$' <<<"$keys" && grep -q '/default/web-1$' <<<"$keys"; then
         pass "service: stored under $PREFIX/registry/ ($(grep -E '/default/web(-1)?$' <<<"$keys" | tr '\n' ' '))"
@@ -1440,20 +1447,7 @@ if ((!STORE_ONLY)); then
     else
         fail "etcd e2 restarted: e1 and e2 healthy" "$(member_logs)"
     fi
-    {
-        svc_yaml web2 "$SVC2_IP"
-        slice_yaml web2 3a 4a
-    } >"$WORK/web2.yaml"
-    start_pollers web2 "$SVC2_IP"
-    sleep 0.3
-    T0="$(mark)"
-    if out="$(vs 3 apply -f "$WORK/web2.yaml" 2>&1)"; then
-        pass "service: after the store came back, vswitch apply -f on vc-n3: Service default/web2 $SVC2_IP"
-    else
-        printf '%s\n' "$out" >"$WORK/apply3.txt"
-        fail "service: vswitch apply -f web2 on vc-n3" "$WORK/apply3.txt"
-    fi
-    report_pollers web2 "$T0" 15 "service web2"
+    apply_service web2 "$SVC2_IP" 3 "service: after the store came back, vswitch apply -f on vc-n3: Service default/web2 $SVC2_IP"
     if out="$(vs 1 delete service web2 -n default 2>&1)" && out+="$(vs 1 delete endpointslice web2-1 -n default 2>&1)"; then
         T0="$(mark)"
         for n in "${LIVE_VS[@]}"; do

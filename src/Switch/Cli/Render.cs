@@ -47,7 +47,8 @@ public static class Render
     public static string Yaml(string json)
     {
         object? tree = Plain(JsonNode.Parse(json));
-        return new SerializerBuilder().Build().Serialize(tree);
+        // Strings that would read back as another type (a resourceVersion "8", a label "true") keep their quotes.
+        return new SerializerBuilder().WithQuotingNecessaryStrings().Build().Serialize(tree);
     }
 
     private static object? Plain(JsonNode? n) => n switch

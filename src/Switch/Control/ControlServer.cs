@@ -188,17 +188,8 @@ public sealed partial class ControlServer : IDisposable
         // A manifest (YAML or JSON) with any number of Service and EndpointSlice objects, as kubectl apply takes.
         v1.MapPut("/services", async (HttpRequest req) =>
         {
-            string text;
-            try
-            {
-                using var reader = new StreamReader(req.Body);
-                text = await reader.ReadToEndAsync().ConfigureAwait(false);
-            }
-            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e)
-            {
-                return Error(new ApiException(e.StatusCode, e.StatusCode == 413 ? "RequestEntityTooLarge" : "BadRequest", e.Message));
-            }
-            return Run(() => s.ApplyServices(text));
+            (string? text, ApiException? error) = await TextBody(req).ConfigureAwait(false);
+            return error is null ? Run(() => s.ApplyServices(text!)) : Error(error);
         });
         v1.MapDelete("/services/{ns}/{name}", (string ns, string name) => Run(() => s.DeleteServiceObject("Service", ns, name)));
         v1.MapDelete("/endpointslices/{ns}/{name}", (string ns, string name) => Run(() => s.DeleteServiceObject("EndpointSlice", ns, name)));
@@ -225,17 +216,8 @@ public sealed partial class ControlServer : IDisposable
         // kubectl apply's job: a manifest (YAML or JSON, any number of objects of the kinds the store keeps).
         v1.MapPost("/objects", async (HttpRequest req) =>
         {
-            string text;
-            try
-            {
-                using var reader = new StreamReader(req.Body);
-                text = await reader.ReadToEndAsync().ConfigureAwait(false);
-            }
-            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e)
-            {
-                return Error(new ApiException(e.StatusCode, e.StatusCode == 413 ? "RequestEntityTooLarge" : "BadRequest", e.Message));
-            }
-            return await RunAsync(() => s.ApplyObjectsAsync(text)).ConfigureAwait(false);
+            (string? text, ApiException? error) = await TextBody(req).ConfigureAwait(false);
+            return error is null ? await RunAsync(() => s.ApplyObjectsAsync(text!)).ConfigureAwait(false) : Error(error);
         });
         v1.MapGet("/objects/{resource}", (string resource, HttpRequest req) =>
             RunText(() => s.GetObjectsAsync(resource, null, req.Query["namespace"])));
@@ -316,6 +298,20 @@ public sealed partial class ControlServer : IDisposable
         {
             LogRequestFailed(e.ToString());
             return Error(new ApiException(500, "InternalError", $"internal error: {e.GetBaseException().Message}"));
+        }
+    }
+
+    /// <summary>A request body as text (a manifest), or the error that reading it gave (too large, cut short).</summary>
+    private static async Task<(string? Text, ApiException? Error)> TextBody(HttpRequest req)
+    {
+        try
+        {
+            using var reader = new StreamReader(req.Body);
+            return (await reader.ReadToEndAsync().ConfigureAwait(false), null);
+        }
+        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e)
+        {
+            return (null, new ApiException(e.StatusCode, e.StatusCode == 413 ? "RequestEntityTooLarge" : "BadRequest", e.Message));
         }
     }
 
