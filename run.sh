@@ -160,7 +160,9 @@ bench() {
     VSWITCH="$BIN" bash perf/e2e/overlay-bench.sh --runs 3 --out out/bench-overlay.md
     say "end-to-end, Services: new TCP connections/s through a ClusterIP, kernel iptables DNAT vs VSwitch"
     VSWITCH="$BIN" bash perf/e2e/services-bench.sh --runs 3 --out out/bench-services.md
-    say "summary: every end-to-end figure against the kernel and Open vSwitch, with issue 5's targets"
+    say "end-to-end, the cluster store: apply to answering on every node, lease to reachable, memory and CPU"
+    VSWITCH="$BIN" bash perf/e2e/cluster-bench.sh --out out/bench-cluster.md
+    say "summary: every end-to-end figure against the kernel and Open vSwitch, with the targets"
     python3 perf/e2e/summary.py --dir out --out out/bench-summary.md
 }
 
