@@ -211,7 +211,9 @@ public sealed class ServiceTable
                     foreach (Ipv4Address a in e.Addresses)
                     {
                         bool local = e.NodeName is { } nn && node.Name is not null ? nn == node.Name : node.PodCidr.Contains(a);
-                        all.Add(new ServiceEndpoint(a.Value, target, local, e.Ready, e.Serving, e.Terminating, e.NodeName));
+                        // publishNotReadyAddresses: every endpoint counts as ready, however the Service and its slices
+                        // arrived (together in one manifest, or one by one from the store or the API).
+                        all.Add(new ServiceEndpoint(a.Value, target, local, e.Ready || svc.PublishNotReadyAddresses, e.Serving, e.Terminating, e.NodeName));
                     }
                 }
             }

@@ -132,6 +132,24 @@ public sealed class IncrementalServiceTests
     }
 
     [Fact]
+    public void PublishNotReadyAddresses_holds_when_the_slices_come_one_by_one()
+    {
+        // From the cluster store or the API, a Service and its slices arrive as separate changes: the Service's
+        // publishNotReadyAddresses must still make its not-ready endpoints usable.
+        NatEngine nat = Engine();
+        var store = new ServiceStore();
+        ServiceObject svc = Svc("db", "10.96.0.7") with { PublishNotReadyAddresses = true };
+        foreach (ServiceDelta d in store.Compile(store.Upsert("store", Objects(svc)), nat.CompileService)) nat.ApplyDelta(d);
+        EndpointSliceObject starting = Slice("db", "10.244.1.5") with
+        {
+            Endpoints = [new EndpointSpec { Addresses = [Ipv4Address.Parse("10.244.1.5")], Ready = false, Serving = false }],
+        };
+        ServiceDelta delta = Assert.Single(store.Compile(store.Upsert("store", Objects(starting)), nat.CompileService));
+        Frontend f = Assert.Single(delta.Frontends);
+        Assert.Contains(f.Endpoints, e => e.Address == A("10.244.1.5") && e.Ready);
+    }
+
+    [Fact]
     public void A_udp_flow_leaves_an_endpoint_that_is_no_longer_ready_and_tcp_finishes()
     {
         NatEngine nat = Engine();
