@@ -84,11 +84,17 @@ public static partial class KubeObjects
         var stream = new YamlStream();
         try
         {
-            stream.Load(new StringReader(text.TrimStart('\uFEFF')));
+            // Nesting bounded as the manifest reader bounds it: a hostile manifest is an error, not a stack overflow.
+            stream.Load(new DepthLimitedParser(new Parser(new StringReader(text.TrimStart('\uFEFF'))), ManifestReader.MaxDepth));
         }
         catch (YamlException e)
         {
             errors.Add($"{sourceName}:{e.Start.Line}:{e.Start.Column}: invalid YAML: {(e.InnerException ?? e).Message}");
+            return [];
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            errors.Add($"{sourceName}: invalid YAML: {e.Message}");
             return [];
         }
         // Every object as a document of its own (List items too), each checked for a kind the store keeps.
@@ -146,6 +152,11 @@ public static partial class KubeObjects
                 long line = node.Start.Line + e.Start.Line - 1;
                 string reason = UnknownField().Replace(e.InnerException is { } inner ? inner.Message : e.Message, "unknown field '$1' (in $2)");
                 errors.Add($"{sourceName}:{line}:{e.Start.Column}: {kind} {Scalar(node, "metadata", "name")}: {reason}");
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // The client library should only throw YamlException; anything else is still bad input, not a crash.
+                errors.Add($"{where}: {kind} {Scalar(node, "metadata", "name")}: cannot be read: {e.Message}");
             }
         }
         return result;

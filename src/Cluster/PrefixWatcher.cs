@@ -80,7 +80,7 @@ public sealed class PrefixWatcher
                             else _known[e.Entry.Key] = e.Entry.ModRevision;
                         }
                         Events += events.Count;
-                        await _handler(events, revision, false).ConfigureAwait(false);
+                        await Handle(events, revision, false).ConfigureAwait(false);
                     }
                     Revision = revision;
                 }
@@ -134,6 +134,26 @@ public sealed class PrefixWatcher
             else _known[c.Entry.Key] = c.Entry.ModRevision;
         }
         Revision = revision;
-        await _handler(changes, revision, true).ConfigureAwait(false);
+        await Handle(changes, revision, true).ConfigureAwait(false);
+    }
+
+    /// <summary>Times the handler failed on a batch (the batch counts as handled: the watch goes on).</summary>
+    public long HandlerErrors { get; private set; }
+
+    /// <summary>The last handler failure, kept apart from the store's state.</summary>
+    public string? LastHandlerError { get; private set; }
+
+    /// <summary>Runs the handler; its failure is counted and kept, never the end of the watch.</summary>
+    private async Task Handle(IReadOnlyList<StoreEvent> events, long revision, bool listed)
+    {
+        try
+        {
+            await _handler(events, revision, listed).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException and not OutOfMemoryException)
+        {
+            HandlerErrors++;
+            LastHandlerError = e.Message;
+        }
     }
 }

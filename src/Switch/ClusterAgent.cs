@@ -424,7 +424,16 @@ public sealed partial class ClusterAgent : IDisposable
         }
         if (_host?.Services is { } catalog && (services.Count + slices.Count + deletedServices.Count + deletedSlices.Count) > 0)
         {
-            catalog.ApplyStore(new ClusterObjects { Services = services, EndpointSlices = slices }, deletedServices, deletedSlices);
+            try
+            {
+                catalog.ApplyStore(new ClusterObjects { Services = services, EndpointSlices = slices }, deletedServices, deletedSlices);
+            }
+            catch (ManifestException x)
+            {
+                // The workers did not take the change in time: said, and the next change tries again.
+                BadObjects++;
+                LogBadObject(KubeObjects.RegistryPrefix(_cc.Prefix), x.Message);
+            }
             ObjectBatches++;
             LastObjectApplyMs = sw.Elapsed.TotalMilliseconds;
         }

@@ -199,6 +199,16 @@ public sealed class RegistryTests(EtcdServer etcd) : IClassFixture<EtcdServer>
         Assert.Single(services);
     }
 
+    [Theory]
+    [InlineData(100_000, "collections nested deeper than 64 levels")]
+    [InlineData(0, "invalid YAML")]
+    public void Hostile_manifests_are_errors_not_crashes(int depth, string message)
+    {
+        string text = depth > 0 ? "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: " + new string('[', depth) : "kind: [\n  - {";
+        ManifestException e = Assert.Throws<ManifestException>(() => KubeObjects.Read(text, "hostile.yaml"));
+        Assert.Contains(message, e.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Keys_follow_the_registry_layout()
     {

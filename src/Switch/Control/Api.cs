@@ -120,7 +120,8 @@ public sealed record ClusterInfo
 
 public sealed record ClusterPeerInfo(string Name, string Subnet, string PublicIP, string VtepMac);
 
-public sealed record WatchInfo(string Prefix, bool Watching, long Revision, int Keys, long Lists, long Relists, long Events, long Breaks, string? LastError);
+public sealed record WatchInfo(string Prefix, bool Watching, long Revision, int Keys, long Lists, long Relists, long Events, long Breaks, string? LastError,
+    long HandlerErrors = 0, string? LastHandlerError = null);
 
 /// <summary><c>POST /v1/objects</c>: what applying a manifest did to each object.</summary>
 public sealed record ApplyResult(List<VSwitch.Cluster.AppliedObject> Items, double Milliseconds);

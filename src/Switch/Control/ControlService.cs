@@ -120,7 +120,7 @@ public sealed class ControlService
         ClusterAgent c = ClusterOrThrow();
         static WatchInfo W(VSwitch.Cluster.PrefixWatcher? w, string prefix) => w is null
             ? new WatchInfo(prefix, false, 0, 0, 0, 0, 0, 0, null)
-            : new WatchInfo(w.Prefix, w.Watching, w.Revision, w.Keys, w.Lists, w.Relists, w.Events, w.Breaks, w.LastError);
+            : new WatchInfo(w.Prefix, w.Watching, w.Revision, w.Keys, w.Lists, w.Relists, w.Events, w.Breaks, w.LastError, w.HandlerErrors, w.LastHandlerError);
         return new ClusterInfo
         {
             State = c.State,
